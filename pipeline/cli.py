@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]

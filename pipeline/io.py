@@ -48,7 +48,7 @@ REJECT_SCHEMA = pa.schema(
     [
         ("file", pa.string()),
         ("line", pa.int64()),  # 1-based line number (JSONL); null for parquet
-        ("row", pa.int64()),  # 0-based record index in the shard; null when the shard could not be opened
+        ("row", pa.int64()),  # 0-based row (parquet) or line - 1 (JSONL); null when the shard could not be opened
         ("n_rows", pa.int64()),  # records this entry stands for (>1 for an unreadable run of parquet rows)
         ("reason", pa.string()),
         ("detail", pa.string()),
@@ -101,7 +101,7 @@ def list_shards(patterns: list[str], storage_options: dict[str, Any] | None = No
     found: dict[str, str] = {}  # url -> path without protocol
     for pattern in patterns:
         fs, path = url_to_fs(pattern, **storage_options)
-        if _has_magic(path):
+        if _has_magic(path) and not fs.isfile(path):
             matches = [m for m in fs.glob(path) if split_suffix(m.rsplit("/", 1)[-1]) and fs.isfile(m)]
             if not matches:
                 raise ConfigError(f"input {pattern!r} matches no shard (supported: {', '.join(SUPPORTED_SUFFIXES)})")
@@ -109,7 +109,7 @@ def list_shards(patterns: list[str], storage_options: dict[str, Any] | None = No
             matches = sorted(m for m in fs.find(path) if split_suffix(m.rsplit("/", 1)[-1]))
             if not matches:
                 raise ConfigError(f"input directory {pattern!r} holds no shard ({', '.join(SUPPORTED_SUFFIXES)})")
-        elif fs.exists(path):
+        elif fs.isfile(path):
             if not split_suffix(path.rsplit("/", 1)[-1]):
                 raise ConfigError(
                     f"input {pattern!r}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})"
@@ -233,10 +233,7 @@ class ShardReader:
         if self.shard.compression == "gzip":
             return gzip.GzipFile(fileobj=raw, mode="rb")
         if self.shard.compression == "zstd":
-            import zstandard
-
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-            return pyio.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+            return pyio.BufferedReader(_ZstdFrames(raw), buffer_size=1 << 20)
         return raw
 
     def _iter_lines(self) -> Iterator[tuple[int, bytes | None, Exception | None]]:
@@ -248,7 +245,7 @@ class ShardReader:
             yield 0, None, e
             return
         with f:
-            limit = self.io.limit
+            limit, records = self.io.limit, 0
             while True:
                 try:
                     raw = f.readline()
@@ -259,8 +256,10 @@ class ShardReader:
                     return
                 line_no += 1
                 yield line_no, raw, None
-                if limit is not None and line_no >= limit:
-                    return
+                if raw.strip():
+                    records += 1
+                    if limit is not None and records >= limit:
+                        return
 
     def _parse_line(self, line_no: int, raw: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(record, None) for a valid line, (None, reject) for a bad one, (None, None) for a blank line."""
@@ -371,7 +370,7 @@ class ShardReader:
             elif obj is not None:
                 records.append(obj)
                 rows.append(line_no - 1)
-            if len(records) >= batch_size:
+            if len(records) + len(rejects) >= batch_size:
                 yield flush()
         if records or rejects:
             yield flush()
@@ -475,13 +474,62 @@ class ShardReader:
         return ReadBatch(table, rows[good], rejects)
 
 
+class _ZstdFrames(pyio.RawIOBase):
+    """A raw stream over concatenated zstd frames that raises ``EOFError`` when the last frame is cut short.
+
+    (zstandard's ``stream_reader`` ends quietly at a truncated frame, which would lose rows without a trace.)
+    """
+
+    def __init__(self, raw: Any):
+        import zstandard
+
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False
+        self._pending = b""
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and not self._eof:
+            chunk, self._pending = (self._pending or self._raw.read(1 << 20)), b""
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd stream is truncated: the last frame does not end")
+                self._eof = True
+                break
+            self._in_frame = True
+            self._buf = self._obj.decompress(chunk)
+            if self._obj.eof:  # frame finished: the rest (if any) starts a new frame
+                self._pending = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._in_frame = False
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _json_kind(v: Any) -> str:
     if v is None:
         return "null"
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, int):
-        return "int"
+        return "int" if _INT64_MIN <= v <= _INT64_MAX else "bigint"  # beyond int64: kept as JSON text
     if isinstance(v, float):
         return "float"
     if isinstance(v, str):
