@@ -150,9 +150,10 @@ def _stage_command(stages: list[str], help_text: str):
 
 app.command("run")(
     _stage_command(
-        ["embed", "write"],
-        "Run every stage (today: read and validate, embed, write curated shards) and print a summary.\n\n"
-        "Example: winnow run -c configs/quickstart.yaml --output runs/quickstart",
+        ["embed", "fit", "assign", "dedup", "prune", "write"],
+        "Run every stage: embed, cluster (fit + assign), dedup, prune, write curated shards; print a summary.\n\n"
+        "Stages whose config did not change are skipped, so changing only prune.* redoes only prune and write.\n\n"
+        "Example: winnow run -c configs/quickstart.yaml --set prune.strategy=dbp --set prune.keep_fraction=0.5",
     )
 )
 app.command("embed")(
@@ -162,11 +163,32 @@ app.command("embed")(
         "Bad rows go to <output>/rejects/.",
     )
 )
+app.command("cluster")(
+    _stage_command(
+        ["fit", "assign"],
+        "Fit spherical k-means on a sample of the embeddings (centroids.npy, kmeans.json), then assign every "
+        "document (assignments/<shard>.parquet: cluster_id, dist_to_centroid; buckets/ for dedup). Needs embed.",
+    )
+)
+app.command("dedup")(
+    _stage_command(
+        ["dedup"],
+        "SemDeDup within clusters: for each document the max cosine to a higher-ranked member of its cluster "
+        "(dedup/<bucket>.parquet: dup_max_sim, nearest id). Any eps is then a threshold. Needs cluster.",
+    )
+)
+app.command("prune")(
+    _stage_command(
+        ["prune", "write"],
+        "Decide keep/drop for prune.strategy and its target from the stored scores (decisions/, cluster_stats.parquet, "
+        "prune.json), then write the curated shards. Never recomputes embeddings, clusters or similarities.",
+    )
+)
 app.command("write")(
     _stage_command(
         ["write"],
-        "Write <output>/curated/<shard>.parquet: every valid input row with its columns unchanged plus keep and "
-        "drop_reason.",
+        "Write <output>/curated/<shard>.parquet: every valid input row with its columns unchanged plus the score "
+        "columns, keep and drop_reason (every row kept if prune has not run for the current config).",
     )
 )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -100,6 +100,87 @@ class EmbedSection(Section):
     prefetch: int = Field(2, ge=0, le=64)
 
 
+class ClusterSection(Section):
+    """Spherical k-means over the embeddings (DESIGN §3.2).
+
+    Args:
+        backend: ``faiss`` (the reference; GPU FAISS when present) or ``torch`` (GPU machines without GPU FAISS).
+        k: number of clusters.
+        niter: k-means iterations.
+        seed: k-means seed; ``null`` uses ``run.seed``.
+        fit_fraction: share of documents in the training sample (chosen by a hash of the id and the seed, so the
+            sample does not depend on sharding or workers); every document is assigned afterwards.
+        max_points_per_centroid: the fit subsamples its sample to ``k ×`` this many points (FAISS's rule; logged).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        n_buckets: assignments are also written bucketed by ``cluster_id % n_buckets`` so one dedup task holds
+            whole clusters.
+    """
+
+    backend: Literal["faiss", "torch"] = "faiss"
+    k: int = Field(100, ge=1)
+    niter: int = Field(20, ge=1)
+    seed: int | None = Field(None, ge=0)
+    fit_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    max_points_per_centroid: int = Field(256, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    n_buckets: int = Field(16, ge=1, le=65_536)
+
+
+class DedupSection(Section):
+    """SemDeDup within clusters (DESIGN §3.3).
+
+    Args:
+        rank: which member of a group survives: ``hard`` (farthest from the centroid first, the paper's default),
+            ``easy`` (closest first) or ``random`` (seeded).
+        eps: a document is a duplicate when ``dup_max_sim ≥ 1 − eps``. Changing it reuses the stored similarities.
+        eps_sweep: ε values whose kept fraction is reported in ``prune.json`` (from the stored column).
+        block_size: tile size of the blocked similarity computation (memory O(block²)).
+    """
+
+    rank: Literal["hard", "easy", "random"] = "hard"
+    eps: float = Field(0.05, gt=0.0, lt=1.0)
+    eps_sweep: list[float] = Field(default_factory=lambda: [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3])
+    block_size: int = Field(2048, ge=16)
+
+
+PRUNE_STRATEGIES = ("none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp")
+
+
+class PruneSection(Section):
+    """Turning scores into keep decisions (DESIGN §3.3–3.5). Changing any of these reuses every stored score.
+
+    Args:
+        strategy: ``none``, ``random``, ``semdedup``, ``prototypicality_easy``, ``prototypicality_hard`` or ``dbp``.
+        keep_fraction: share of valid documents to keep (rounded to the nearest row).
+        keep_count: number of documents to keep (instead of ``keep_fraction``).
+        balance: prototypicality only: each cluster keeps at least ``⌊balance·N/k⌋`` (capped at its size).
+        dbp_neighbors: l, the nearest other centroids in ``d_inter``.
+        dbp_temperature: τ of the softmax over complexities.
+        dbp_balance: lower bound share of the DBP quotas (``min(⌊balance·N/k⌋, n_j − 1)``).
+        dbp_min_cluster_size: clusters with fewer members (after SemDeDup) take the mean complexity of the others.
+        dbp_keep: within a cluster keep the ``hard``est (farthest from the centroid, default) or ``easy``est.
+    """
+
+    strategy: Literal["none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp"] = "none"
+    keep_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    keep_count: int | None = Field(None, ge=0)
+    balance: float = Field(0.0, ge=0.0, le=1.0)
+    dbp_neighbors: int = Field(20, ge=1)
+    dbp_temperature: float = Field(0.5, gt=0.0)
+    dbp_balance: float = Field(0.5, ge=0.0, le=1.0)
+    dbp_min_cluster_size: int = Field(2, ge=1)
+    dbp_keep: Literal["hard", "easy"] = "hard"
+
+    @model_validator(mode="after")
+    def _target(self) -> PruneSection:
+        if self.keep_fraction is not None and self.keep_count is not None:
+            raise ValueError("prune.keep_fraction and prune.keep_count are exclusive: set one")
+        needs = self.strategy not in ("none", "semdedup")
+        if needs and self.keep_fraction is None and self.keep_count is None:
+            raise ValueError(f"prune.strategy={self.strategy} needs prune.keep_fraction or prune.keep_count")
+        return self
+
+
 class ExecutorSection(Section):
     """How per-shard stages are executed (datatrove executors).
 
@@ -117,19 +198,39 @@ class ExecutorSection(Section):
 
 
 class WinnowConfig(Section):
-    """The whole configuration. Sections: ``run``, ``io``, ``embed``, ``executor``."""
+    """The whole configuration. Sections: ``run``, ``io``, ``embed``, ``cluster``, ``dedup``, ``prune``, ``executor``."""
 
     run: RunSection = Field(default_factory=RunSection)
     io: IOSection = Field(default_factory=IOSection)
     embed: EmbedSection = Field(default_factory=EmbedSection)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+    dedup: DedupSection = Field(default_factory=DedupSection)
+    prune: PruneSection = Field(default_factory=PruneSection)
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
 
-    def fingerprint(self) -> str:
-        """A short hash of everything that changes outputs (not the executor, not credentials)."""
+    @property
+    def cluster_seed(self) -> int:
+        return self.run.seed if self.cluster.seed is None else self.cluster.seed
+
+    def fingerprint(self, keys: list[str] | None = None, extra: Any = None) -> str:
+        """A short hash of the config values that change outputs.
+
+        Args:
+            keys: dotted section or field names to include (``["io", "embed", "dedup.rank"]``); ``None`` for
+                every section that changes outputs (not the executor, not credentials, not names).
+            extra: anything else JSON-serialisable to mix in (e.g. the list of input shards).
+        """
         data = self.model_dump(mode="json", exclude={"executor": True, "run": {"name"}})
-        data["io"].pop("storage_options", None)
-        data["io"].pop("output", None)
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        for field in ("storage_options", "output", "input"):  # inputs count as the resolved shard list
+            data["io"].pop(field, None)
+        if keys is not None:
+            picked: dict[str, Any] = {}
+            for key in sorted(keys):
+                section, _, name = key.partition(".")
+                value = data.get(section, {})
+                picked[key] = value.get(name) if name else value
+            data = picked
+        blob = json.dumps({"config": data, "extra": extra}, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_yaml(self, extra: dict[str, Any] | None = None) -> str:

@@ -57,6 +57,19 @@ class RunDir:
             f.write(text)
         self.fs.mv(tmp, path)
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a file atomically (temp name, then rename)."""
+        path = self._p(rel)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = path + ".tmp"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        self.fs.mv(tmp, path)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open(self._p(rel), "rb") as f:
+            return f.read()
+
     def read_text(self, rel: str) -> str:
         with self.fs.open(self._p(rel), "r") as f:
             return f.read()
@@ -74,11 +87,15 @@ class RunDir:
 
     # -- per-shard markers ---------------------------------------------------------------------------------------
 
-    def is_complete(self, stage: str, stem: str) -> bool:
-        return self.exists("completions", stage, stem)
+    def is_complete(self, stage: str, unit: str, fingerprint: str | None = None) -> bool:
+        """The unit's marker exists (and, if given, was written under the same config ``fingerprint``)."""
+        rel = f"completions/{stage}/{unit}"
+        if not self.exists(rel):
+            return False
+        return fingerprint is None or self.read_text(rel).strip() == fingerprint
 
-    def mark_complete(self, stage: str, stem: str) -> None:
-        self.write_text(f"completions/{stage}/{stem}", "")
+    def mark_complete(self, stage: str, unit: str, fingerprint: str = "") -> None:
+        self.write_text(f"completions/{stage}/{unit}", fingerprint)
 
     def clear_completions(self, stage: str) -> None:
         self.remove(f"completions/{stage}", recursive=True)
@@ -86,10 +103,10 @@ class RunDir:
     def write_stats(self, stage: str, stem: str, stats: ShardStats) -> None:
         self.write_text(f"stats/{stage}/{stem}.json", stats.to_json())
 
-    def read_stats(self, stage: str, stems: list[str]) -> ShardStats:
-        """The sum of the per-shard stats of ``stage`` over ``stems`` (those that exist)."""
+    def read_stats(self, stage: str, units: list[str]) -> ShardStats:
+        """The sum of the per-unit stats of ``stage`` over ``units`` (those that exist)."""
         total = ShardStats()
-        for stem in stems:
+        for stem in units:
             if self.exists("stats", stage, f"{stem}.json"):
                 total = total + ShardStats.from_json(self.read_text(f"stats/{stage}/{stem}.json"))
         return total

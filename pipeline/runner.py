@@ -24,7 +24,7 @@ from pipeline.config import WinnowConfig
 from pipeline.errors import ConfigError, RejectsFoundError, ShardError
 from pipeline.io import Shard, list_shards
 from pipeline.rundir import RunDir
-from pipeline.stages import STAGES, ShardStage
+from pipeline.stages import STAGES, Stage
 from pipeline.stats import ShardStats
 
 _LOG_LEVEL = {"level": "WARNING"}
@@ -59,7 +59,7 @@ class WinnowLocalExecutor(LocalPipelineExecutor):
             _apply_logging()  # datatrove resets loguru to DEBUG on stderr after each task
 
 
-def build_executor(stage: ShardStage, cfg: WinnowConfig, run: RunDir, n_tasks: int, overwrite: bool):
+def build_executor(stage: Stage, cfg: WinnowConfig, run: RunDir, n_tasks: int, overwrite: bool):
     kind = cfg.executor.kind
     if kind == "local":
         return WinnowLocalExecutor(
@@ -88,13 +88,17 @@ class RunResult:
     def rejected(self) -> int:
         return max((s.rejected for s in self.stages.values()), default=0)
 
+    @property
+    def stems(self) -> list[str]:
+        return [s.stem for s in self.shards]
+
 
 def _progress_monitor(run: RunDir, stage: str, stems: list[str], enabled: bool):
     """A main-process bar over shards, fed by polling completion markers (works with any number of workers)."""
     stop = threading.Event()
     if not enabled:
         return stop, None
-    bar = tqdm(total=len(stems), desc=f"{stage}", unit="shard", leave=True)
+    bar = tqdm(total=len(stems), desc=f"{stage}", unit="unit", leave=True)
     wanted = set(stems)
 
     def poll() -> None:
@@ -108,30 +112,20 @@ def _progress_monitor(run: RunDir, stage: str, stems: list[str], enabled: bool):
     return stop, (t, bar, wanted)
 
 
-def _reset_rank_completions(run: RunDir, stage: str, shards: list[Shard]) -> None:
-    """datatrove's completions are per rank; ranks map to shards only for the same shard list."""
-    listing = json.dumps([s.url for s in shards], indent=0)
+def _reset_rank_completions(run: RunDir, stage: str, units: list[str], fingerprint: str) -> None:
+    """datatrove's completions are per rank; ranks map to units only for the same unit list and config."""
+    listing = json.dumps({"fingerprint": fingerprint, "units": units}, indent=0)
     rel = f"logs/{stage}/shards.json"
     if run.exists(rel) and run.read_text(rel) != listing:
         run.remove(f"logs/{stage}/completions", recursive=True)
     run.write_text(rel, listing)
 
 
-def prepare_run_dir(cfg: WinnowConfig, run: RunDir, overwrite: bool) -> None:
-    """Write ``config.resolved.yaml``; refuse to resume a run made with a different config."""
-    fingerprint = cfg.fingerprint()
-    rel = "config.resolved.yaml"
-    if run.exists(rel) and not overwrite:
-        import yaml
-
-        old = yaml.safe_load(run.read_text(rel)) or {}
-        if old.get("config_hash") not in (None, fingerprint):
-            raise ConfigError(
-                f"{run.url} holds a run made with another config (hash {old.get('config_hash')} != {fingerprint}); "
-                "use --overwrite to redo it, or another --output"
-            )
-    header = {"winnow_version": pipeline.__version__, "config_hash": fingerprint}
-    run.write_text(rel, cfg.to_yaml(extra=header))
+def prepare_run_dir(cfg: WinnowConfig, run: RunDir) -> None:
+    """Write ``config.resolved.yaml`` (the config of the latest invocation; each stage's completion markers hold
+    the fingerprint of the config values it depends on, so a changed value redoes exactly the stages it affects)."""
+    header = {"winnow_version": pipeline.__version__, "config_hash": cfg.fingerprint()}
+    run.write_text("config.resolved.yaml", cfg.to_yaml(extra=header))
 
 
 def run_pipeline(
@@ -159,17 +153,17 @@ def run_pipeline(
     t0 = time.perf_counter()
     shards = list_shards(cfg.io.input, cfg.io.storage_options)
     run = RunDir(cfg.io.output, cfg.io.storage_options)
-    prepare_run_dir(cfg, run, overwrite)
+    prepare_run_dir(cfg, run)
     result = RunResult(run_dir=run.url, shards=shards)
-    stems = [s.stem for s in shards]
     in_process = cfg.executor.workers == 1
     for name in stages:
+        stage = STAGES[name](cfg, run.url, shards, overwrite=overwrite, progress=progress and in_process)
+        units = stage.units()
         if overwrite:
             run.clear_completions(name)
-        _reset_rank_completions(run, name, shards)
-        stage = STAGES[name](cfg, run.url, shards, overwrite=overwrite, progress=progress and in_process)
-        executor = build_executor(stage, cfg, run, len(shards), overwrite)
-        stop, monitor = _progress_monitor(run, name, stems, progress and not in_process)
+        _reset_rank_completions(run, name, units, stage.fingerprint)
+        executor = build_executor(stage, cfg, run, len(units), overwrite)
+        stop, monitor = _progress_monitor(run, name, units, progress and not in_process and len(units) > 1)
         try:
             executor.run()
         finally:
@@ -179,15 +173,15 @@ def run_pipeline(
                 t.join()
                 bar.n = len(wanted.intersection(run.listdir(f"completions/{name}")))
                 bar.close()
-        failures = {k: v for k, v in run.failures(name).items() if k in set(stems)}
-        for stem in failures:  # let datatrove rerun the rank of a failed shard next time
-            run.remove(f"logs/{name}/completions/{stems.index(stem):05d}")
-        result.stages[name] = run.read_stats(name, stems)
+        failures = {k: v for k, v in run.failures(name).items() if k in set(units)}
+        for unit in failures:  # let datatrove rerun the rank of a failed unit next time
+            run.remove(f"logs/{name}/completions/{units.index(unit):05d}")
+        result.stages[name] = run.read_stats(name, units)
         result.failures.update({f"{name}:{k}": v for k, v in failures.items()})
         write_stats_json(run, result)
         if failures:
             listing = "\n".join(f"  {k}: {v['error']}" for k, v in sorted(failures.items()))
-            raise ShardError(run.url, f"stage {name}: {len(failures)} shard(s) failed:\n{listing}")
+            raise ShardError(run.url, f"stage {name}: {len(failures)} unit(s) failed:\n{listing}")
     result.seconds = time.perf_counter() - t0
     write_stats_json(run, result)
     if fail_on_reject and result.rejected:

@@ -52,6 +52,7 @@ class ShardStats:
             self.rejected_by_reason[r["reason"]] = self.rejected_by_reason.get(r["reason"], 0) + n
 
     def count(self, name: str, value: float = 1) -> None:
+        value = value.item() if hasattr(value, "item") else value  # numpy scalars are not JSON
         self.counters[name] = self.counters.get(name, 0) + value
 
     def check(self, where: str) -> None:
