@@ -193,6 +193,19 @@ app.command("write")(
 )
 
 
+def _mount_subapps() -> None:
+    from mixers.laws_cli import laws_app
+
+    app.add_typer(
+        laws_app,
+        name="laws",
+        help="Scaling-law calculator: Goyal et al. utility, Muennighoff et al. repetition, fits.",
+    )
+
+
+_mount_subapps()
+
+
 @app.command("config")
 def show_config(
     config: ConfigOpt = None,
