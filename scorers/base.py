@@ -2,7 +2,8 @@
 
 A ``Rater`` turns a batch of texts (and, when available, their stored embeddings) into the quality columns of
 the column contract: ``quality_<criterion>`` int8 1..5 for the 13 criteria, ``quality_overall`` int8 1..5,
-``quality_score`` float32 (continuous, higher is better) and ``quality_domain`` (one of the 15 domain names).
+``quality_score`` float32 (continuous, on the same 1..5 scale as the ratings, higher is better, whatever the
+backend, so prune thresholds carry over between backends) and ``quality_domain`` (one of the 15 domain names).
 A rating that could not be obtained (e.g. a malformed LLM answer) is null, never a guess.
 """
 
