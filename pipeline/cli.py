@@ -104,11 +104,11 @@ def _execute(
         cfg = _config(config, inputs, output, sets, workers, limit, seed)
         if dry_run:
             shards = list_shards(cfg.io.input, cfg.io.storage_options)
-            out.print(cfg.to_yaml(extra={"winnow_version": pipeline.__version__, "config_hash": cfg.fingerprint()}))
-            out.print(f"# stages: {', '.join(stages)}")
-            out.print(f"# {len(shards)} shard(s):")
+            typer.echo(cfg.to_yaml(extra={"winnow_version": pipeline.__version__, "config_hash": cfg.fingerprint()}))
+            typer.echo(f"# stages: {', '.join(stages)}")
+            typer.echo(f"# {len(shards)} shard(s):")
             for s in shards:
-                out.print(f"#   {s.url} -> {s.stem} ({s.format}{', ' + s.compression if s.compression else ''})")
+                typer.echo(f"#   {s.url} -> {s.stem} ({s.format}{', ' + s.compression if s.compression else ''})")
             return
         result = run_pipeline(
             cfg, stages, overwrite=overwrite, progress=False if no_progress else None, fail_on_reject=fail_on_reject
@@ -221,9 +221,9 @@ def show_config(
     if schema:
         import json
 
-        out.print_json(json.dumps(WinnowConfig.model_json_schema()))
+        typer.echo(json.dumps(WinnowConfig.model_json_schema(), indent=2))
     else:
-        out.print(cfg.to_yaml(), highlight=False)
+        typer.echo(cfg.to_yaml(), nl=False)
 
 
 @app.command("version")

@@ -63,7 +63,7 @@ class IOSection(Section):
     read_batch_size: int = Field(1024, ge=1, le=1_000_000)
     max_chars: int = Field(1_000_000, ge=1)
     limit: int | None = Field(None, ge=1)
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)  # never in logs / executor.json
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = Field(16_384, ge=1)
 
@@ -242,7 +242,9 @@ class WinnowConfig(Section):
         return yaml.safe_dump(data, sort_keys=False)
 
 
-_SECRET = re.compile(r"(key|secret|token|password|passwd|credential)", re.IGNORECASE)
+_SECRET = re.compile(
+    r"(key|secret|token|password|passwd|credential|auth|connection_string|sas|signature|cookie|session)", re.IGNORECASE
+)
 
 
 def _redact(obj: Any) -> Any:
@@ -337,7 +339,8 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
+        # a section whose keys are all commented out loads as None: treat it as empty
+        data = {k: ({} if v is None else v) for k, v in loaded.items()}
     for item in overrides or []:
         parts, value = parse_override(item)
         apply_override(data, parts, value)

@@ -26,6 +26,8 @@ from pipeline.io import is_bert_whitespace
 
 BUNDLED = "bundled"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+#: loaded models by (path, device, dtype, max_seq_length), shared by every Embedder of the process
+_MODELS: dict[tuple[Any, ...], Any] = {}
 #: how far back from the cut point to look for whitespace before giving up on cutting a text
 _CUT_LOOKBACK = 256
 
@@ -115,12 +117,16 @@ class Embedder:
         dtype = self.cfg.dtype
         if dtype == "auto":
             dtype = "float16" if device == "cuda" else "float32"
-        model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        if dtype != "float32":
-            model = model.to(getattr(torch, dtype))
-        if self.cfg.max_seq_length is not None:
-            model.max_seq_length = self.cfg.max_seq_length
-        model.eval()
+        key = (str(path), device, dtype, self.cfg.max_seq_length)
+        model = _MODELS.get(key)
+        if model is None:  # one load per process, however many shards (datatrove copies steps per task)
+            model = SentenceTransformer(str(path), device=device, local_files_only=True)
+            if dtype != "float32":
+                model = model.to(getattr(torch, dtype))
+            if self.cfg.max_seq_length is not None:
+                model.max_seq_length = self.cfg.max_seq_length
+            model.eval()
+            _MODELS[key] = model
         self.model, self.device, self.dtype = model, device, dtype
         self.max_seq_length = int(model.max_seq_length)
         self._can_cut = self.cfg.pre_truncate_chars is not None and _is_wordpiece(model.tokenizer)

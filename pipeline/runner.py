@@ -162,6 +162,11 @@ def run_pipeline(
         if overwrite:
             run.clear_completions(name)
         _reset_rank_completions(run, name, units, stage.fingerprint)
+        # datatrove skips a rank whose completion exists; winnow's own marker is the truth (an interrupted
+        # --overwrite, a marker deleted by hand, a failed unit): drop datatrove's where winnow's is not valid
+        for i, unit in enumerate(units):
+            if not run.is_complete(name, unit, stage.marker(unit)):
+                run.remove(f"logs/{name}/completions/{i:05d}")
         executor = build_executor(stage, cfg, run, len(units), overwrite)
         stop, monitor = _progress_monitor(run, name, units, progress and not in_process and len(units) > 1)
         try:

@@ -50,7 +50,11 @@ def provenance(cfg: WinnowConfig, stage: str) -> dict[str, str]:
 
 
 class RejectSink:
-    """Streams reject records of one shard to ``rejects/<stem>.parquet``; removes a stale file if none."""
+    """Streams reject records of one shard to ``rejects/<stem>.parquet``; removes a stale file if none.
+
+    Every stage that reads a shard validates it the same way and writes the same rejects (stage ``read`` in the
+    metadata), so whichever stage wrote them last, the file's bytes are the same.
+    """
 
     def __init__(self, run: RunDir, shard: Shard, metadata: dict[str, str]):
         self.url = run.url_of("rejects", f"{shard.stem}.parquet")
@@ -274,7 +278,7 @@ class EmbedStage(ShardStage):
         value_type = schema.field("embedding").type.value_type
         with (
             self.writer(f"embeddings/{shard.stem}.parquet", schema) as out,
-            RejectSink(self.run_dir, shard, out.metadata_str) as rej,
+            RejectSink(self.run_dir, shard, provenance(self.cfg, "read")) as rej,
         ):
             for batch in self.read(shard, stats, rej):
                 if batch.table.num_rows == 0:
@@ -573,7 +577,7 @@ class WriteStage(ShardStage):
         offset = 0
         with (
             self.writer(f"curated/{shard.stem}.parquet") as out,
-            RejectSink(self.run_dir, shard, out.metadata_str) as rej,
+            RejectSink(self.run_dir, shard, provenance(self.cfg, "read")) as rej,
         ):
             for batch in self.read(shard, stats, rej):
                 n = batch.table.num_rows
