@@ -95,7 +95,8 @@ def _summary(result) -> None:
 
 def _execute(
     stages: list[str],
-    config, inputs, output, sets, workers, limit, seed, overwrite, fail_on_reject, dry_run, no_progress, verbose, quiet,
+    config, inputs, output, sets, workers, limit, seed,
+    overwrite, fail_on_reject, dry_run, no_progress, verbose, quiet,
 ) -> None:  # fmt: skip
     from pipeline.runner import run_pipeline, setup_logging
 
@@ -180,8 +181,9 @@ app.command("dedup")(
 app.command("prune")(
     _stage_command(
         ["prune", "write"],
-        "Decide keep/drop for prune.strategy and its target from the stored scores (decisions/, cluster_stats.parquet, "
-        "prune.json), then write the curated shards. Never recomputes embeddings, clusters or similarities.",
+        "Decide keep/drop for prune.strategy and its target from the stored scores (decisions/, "
+        "cluster_stats.parquet, prune.json), then write the curated shards. Never recomputes embeddings, clusters "
+        "or similarities.",
     )
 )
 app.command("write")(

@@ -198,7 +198,7 @@ class ExecutorSection(Section):
 
 
 class WinnowConfig(Section):
-    """The whole configuration. Sections: ``run``, ``io``, ``embed``, ``cluster``, ``dedup``, ``prune``, ``executor``."""
+    """The whole configuration: sections run, io, embed, cluster, dedup, prune and executor."""
 
     run: RunSection = Field(default_factory=RunSection)
     io: IOSection = Field(default_factory=IOSection)

@@ -71,10 +71,10 @@ class Rater(ABC):
 
     name: str = "rater"
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - optional hook
         """Load models or open clients (idempotent)."""
 
-    def teardown(self) -> None:
+    def teardown(self) -> None:  # noqa: B027 - optional hook
         """Release what ``setup`` acquired."""
 
     @abstractmethod

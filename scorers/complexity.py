@@ -33,7 +33,7 @@ def d_inter(centroids: np.ndarray, neighbors: int = 20) -> np.ndarray:
 
 
 def complexity(d_intra: np.ndarray, d_inter_: np.ndarray, sizes: np.ndarray, min_cluster_size: int = 2) -> np.ndarray:
-    """``C_j = d_inter · d_intra``; clusters with fewer than ``min_cluster_size`` members get the mean of the others."""
+    """``C_j = d_inter · d_intra``; clusters under ``min_cluster_size`` members get the mean of the others."""
     c = np.asarray(d_inter_, np.float64) * np.asarray(d_intra, np.float64)
     small = np.asarray(sizes) < min_cluster_size
     if small.any():
