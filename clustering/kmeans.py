@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from loguru import logger
@@ -87,6 +87,7 @@ class SphericalKMeans:
         max_points_per_centroid: the training set is subsampled to ``k ×`` this many points (FAISS's rule).
         backend: ``faiss`` (reference) or ``torch``.
         device: ``auto`` (GPU when the backend can use one), ``cpu`` or ``cuda``.
+        nredo: independent initialisations; the fit with the best final objective is kept.
     """
 
     def __init__(
@@ -97,8 +98,10 @@ class SphericalKMeans:
         max_points_per_centroid: int = 256,
         backend: Literal["faiss", "torch"] = "faiss",
         device: Literal["auto", "cpu", "cuda"] = "auto",
+        nredo: int = 1,
     ):
         self.k = k
+        self.nredo = nredo
         self.niter = niter
         self.seed = seed
         self.max_points_per_centroid = max_points_per_centroid
@@ -149,6 +152,7 @@ class SphericalKMeans:
             self.k,
             niter=self.niter,
             seed=self.seed,
+            nredo=self.nredo,
             spherical=True,
             max_points_per_centroid=self.max_points_per_centroid,
             gpu=bool(use_gpu),
@@ -160,10 +164,19 @@ class SphericalKMeans:
         return KMeansResult(centroids, objective, backend="faiss", device="cuda" if use_gpu else "cpu")
 
     def _fit_torch(self, x: np.ndarray) -> KMeansResult:
+        best: KMeansResult | None = None
+        for redo in range(self.nredo):
+            result = self._fit_torch_once(x, [self.seed, redo] if redo else self.seed)
+            if best is None or result.objective[-1] > best.objective[-1]:
+                best = result
+        assert best is not None
+        return best
+
+    def _fit_torch_once(self, x: np.ndarray, seed: Any) -> KMeansResult:
         import torch
 
         device = _torch_device(self.device)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(seed)
         n = x.shape[0]
         cap = self.k * self.max_points_per_centroid
         sample = np.sort(rng.choice(n, cap, replace=False)) if n > cap else np.arange(n)

@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable once validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from pipeline.section import Section
 
 
 class RunSection(Section):
@@ -107,6 +102,7 @@ class ClusterSection(Section):
         backend: ``faiss`` (the reference; GPU FAISS when present) or ``torch`` (GPU machines without GPU FAISS).
         k: number of clusters.
         niter: k-means iterations.
+        nredo: run k-means this many times from different initialisations and keep the best objective.
         seed: k-means seed; ``null`` uses ``run.seed``.
         fit_fraction: share of documents in the training sample (chosen by a hash of the id and the seed, so the
             sample does not depend on sharding or workers); every document is assigned afterwards.
@@ -119,6 +115,7 @@ class ClusterSection(Section):
     backend: Literal["faiss", "torch"] = "faiss"
     k: int = Field(100, ge=1)
     niter: int = Field(20, ge=1)
+    nredo: int = Field(1, ge=1)
     seed: int | None = Field(None, ge=0)
     fit_fraction: float = Field(1.0, gt=0.0, le=1.0)
     max_points_per_centroid: int = Field(256, ge=1)

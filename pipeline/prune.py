@@ -43,9 +43,14 @@ NEEDS_CLUSTERS = ("prototypicality_easy", "prototypicality_hard", "dbp", "semded
 NEEDS_DEDUP = ("semdedup", "dbp")
 
 
-def load_scores(run: RunDir, shards: list[Shard], id_field: str, clusters: bool, dedup: bool) -> pl.DataFrame:
-    """One frame over every valid document: stem, pos, id (+ cluster_id, dist_to_centroid, dup_max_sim, dup_nn_id)."""
-    from pipeline.stages import read_parquet
+def load_scores(
+    run: RunDir, shards: list[Shard], id_field: str, clusters: bool, dedup: bool, n_buckets: int = 0
+) -> pl.DataFrame:
+    """One frame over every valid document: stem, pos, id (+ cluster_id, dist_to_centroid, dup_max_sim, dup_nn_id).
+
+    Only the ``n_buckets`` dedup files of the current config are read (an earlier config may have left others).
+    """
+    from pipeline.stages import bucket_name, read_parquet
 
     frames = []
     for shard in shards:
@@ -58,12 +63,15 @@ def load_scores(run: RunDir, shards: list[Shard], id_field: str, clusters: bool,
         frames.append(f)
     frame = pl.concat(frames, how="vertical") if frames else pl.DataFrame({"stem": [], "pos": [], "id": []})
     if dedup:
-        files = [f for f in run.listdir("dedup") if f.endswith(".parquet")]
-        d = pl.concat([pl.from_arrow(read_parquet(run, f"dedup/{f}")) for f in files]) if files else None
-        if d is not None and d.height:
-            frame = frame.join(d, on=["stem", "pos"], how="left", maintain_order="left")
-        if "dup_max_sim" not in frame.columns or frame["dup_max_sim"].len() != frame.height:
-            raise CurationError("dedup outputs do not cover every document: rerun `winnow dedup`")
+        stems = [s.stem for s in shards]
+        parts = [pl.from_arrow(read_parquet(run, f"dedup/{bucket_name(b)}.parquet")) for b in range(n_buckets)]
+        d = pl.concat(parts).filter(pl.col("stem").is_in(stems)) if parts else None
+        if d is None or d.height != frame.height or d.select(["stem", "pos"]).is_duplicated().any():
+            raise CurationError(
+                f"dedup outputs cover {0 if d is None else d.height} rows for {frame.height} documents: "
+                "rerun `winnow dedup` (or `winnow run`)"
+            )
+        frame = frame.join(d, on=["stem", "pos"], how="left", maintain_order="left")
     # canonical order: shards by name (already sorted), rows in order
     return frame.sort(["stem", "pos"], maintain_order=True)
 

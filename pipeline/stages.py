@@ -353,7 +353,7 @@ class FitStage(Stage):
         stats.count("fit_sample", len(x))
         km = SphericalKMeans(
             cc.k, niter=cc.niter, seed=seed, max_points_per_centroid=cc.max_points_per_centroid,
-            backend=cc.backend, device=cc.device,
+            backend=cc.backend, device=cc.device, nredo=cc.nredo,
         )  # fmt: skip
         result = km.fit(x)
         stats.count("fit_train_points", result.n_train)
@@ -361,7 +361,7 @@ class FitStage(Stage):
         np.save(buf, result.centroids)
         self.run_dir.write_bytes("centroids.npy", buf.getvalue())
         info = {
-            "k": cc.k, "niter": cc.niter, "seed": seed, "backend": result.backend, "device": result.device,
+            "k": cc.k, "niter": cc.niter, "nredo": cc.nredo, "seed": seed, "backend": result.backend, "device": result.device,
             "n_documents": stats.input, "n_sample": int(len(x)), "n_train": result.n_train,
             "max_points_per_centroid": cc.max_points_per_centroid, "objective": result.objective,
             "seconds": result.seconds,
@@ -536,7 +536,9 @@ class PruneStage(Stage):
             have_dedup = True
         elif have_clusters:
             have_dedup = self._complete(DedupStage)
-        frame = P.load_scores(self.run_dir, self.shards, self.cfg.io.id_field, have_clusters, have_dedup)
+        frame = P.load_scores(
+            self.run_dir, self.shards, self.cfg.io.id_field, have_clusters, have_dedup, self.cfg.cluster.n_buckets
+        )
         centroids = np.load(io.BytesIO(self.run_dir.read_bytes("centroids.npy"))) if have_clusters else None
         result = P.decide(frame, self.cfg, centroids)
         stats.input += result.n

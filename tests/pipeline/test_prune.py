@@ -1,0 +1,512 @@
+"""Pruning end to end (DESIGN §3.3–3.5): ``run_pipeline`` over a tiny synthetic corpus, then every strategy and
+target by rerunning only ``prune`` and ``write`` on a copy of one embedded, clustered and deduplicated run.
+
+The corpus: 3 parquet shards of 40 short documents on four topics (cooking, astronomy, football, programming),
+with three exact-duplicate texts planted across shards (two pairs and one triple) and one null text (a reject).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clustering.semdedup import kept_fraction_by_eps
+from pipeline.config import load_config
+from pipeline.errors import ShardError
+from pipeline.runner import run_pipeline
+from pipeline.stages import STAGES, AssignStage, DedupStage, EmbedStage, FitStage, PruneStage, WriteStage
+
+ALL = list(STAGES)
+K = 4
+EPS = 0.05
+BASE_SETS = [
+    f"cluster.k={K}",
+    "cluster.n_buckets=2",
+    "embed.batch_size=16",
+    "executor.workers=1",
+    "executor.torch_threads=2",
+    "prune.strategy=semdedup",
+    f"dedup.eps={EPS}",
+]
+
+TOPICS = {
+    "cooking": (
+        ["The chef", "My grandmother", "A home cook", "The baker", "Our neighbour"],
+        ["simmered", "roasted", "seasoned", "kneaded", "whisked"],
+        ["the tomato sauce", "a loaf of sourdough bread", "the garlic and onions", "a pot of lentil soup", "pasta"],
+        ["with olive oil and basil.", "for forty minutes.", "before dinner.", "in a cast iron pan.", "with salt."],
+    ),
+    "astronomy": (
+        ["The telescope", "An astronomer", "The space probe", "A radio observatory", "The satellite"],
+        ["observed", "photographed", "measured", "detected", "mapped"],
+        ["a spiral galaxy", "the rings of Saturn", "a supernova remnant", "the microwave background", "an exoplanet"],
+        ["during a clear night.", "from low orbit.", "with infrared sensors.", "beyond the Milky Way.", "at dawn."],
+    ),
+    "football": (
+        ["The striker", "The goalkeeper", "The home team", "The coach", "A young midfielder"],
+        ["scored", "saved", "defended", "celebrated", "missed"],
+        ["a penalty kick", "a header from a corner", "the final match", "a free kick", "a late equaliser"],
+        ["in front of the fans.", "in the second half.", "during extra time.", "at the stadium.", "in the derby."],
+    ),
+    "programming": (
+        ["The developer", "A software engineer", "The compiler", "Our build server", "The Python interpreter"],
+        ["refactored", "debugged", "optimised", "compiled", "tested"],
+        ["the database query", "a recursive function", "the memory allocator", "the unit tests", "a handler"],
+        ["before the release.", "to fix a crash.", "with a profiler.", "in the CI pipeline.", "for speed."],
+    ),
+}
+STEMS = ["s0", "s1", "s2"]
+N_PER_SHARD = 40
+N_VALID = 3 * N_PER_SHARD  # s1 also has one null text: a reject
+#: exact duplicate texts planted across shards: text -> the (stem, row) places it appears at
+DUPES = {
+    "The chef simmered the tomato sauce with olive oil and basil. It smelled wonderful.": [("s0", 3), ("s1", 10)],
+    "The telescope observed a spiral galaxy during a clear night. Astronomers were thrilled.": [("s0", 20), ("s2", 5)],
+    "The striker scored a penalty kick in the second half. The crowd went wild.": [("s1", 30), ("s2", 17), ("s2", 33)],
+}
+CURATED_TYPES = {
+    "id": pa.string(),
+    "text": pa.string(),
+    "cluster_id": pa.int32(),
+    "dist_to_centroid": pa.float32(),
+    "dup_max_sim": pa.float32(),
+    "dup_of": pa.string(),
+    "keep": pa.bool_(),
+    "drop_reason": pa.string(),
+}
+
+
+def make_corpus(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(1234)
+    planted = {place: text for text, places in DUPES.items() for place in places}
+    topics = list(TOPICS.values())
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    for s, stem in enumerate(STEMS):
+        rows = []
+        for i in range(N_PER_SHARD):
+            text = planted.get((stem, i))
+            if text is None:
+                subj, verb, obj, tail = topics[(i + s) % len(topics)]
+                text = " ".join([rng.choice(subj), rng.choice(verb), rng.choice(obj), rng.choice(tail)])
+                text += f" Note {rng.randint(0, 10**6)}."
+            rows.append({"id": f"{stem}-{i:02d}", "text": text})
+        if stem == "s1":
+            rows.insert(25, {"id": "s1-bad", "text": None})
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / f"{stem}.parquet")
+    return folder
+
+
+def make_cfg(corpus: Path, out: Path, *sets: str):
+    return load_config(None, [*BASE_SETS, *sets], {"io.input": [str(corpus)], "io.output": str(out)})
+
+
+def run(corpus: Path, out: Path, *sets: str, stages=ALL, **kwargs):
+    return run_pipeline(make_cfg(corpus, out, *sets), stages, progress=False, **kwargs)
+
+
+def curated_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "curated").glob("*.parquet"))}
+
+
+def curated(out: Path) -> pl.DataFrame:
+    """Every curated row in canonical order (shards by name, rows in order), with its shard's stem."""
+    frames = [pl.read_parquet(out / "curated" / f"{stem}.parquet").with_columns(stem=pl.lit(stem)) for stem in STEMS]
+    return pl.concat(frames)
+
+
+def stage_stats(out: Path, stage: str) -> dict:
+    return json.loads((out / "stats.json").read_text())["stages"][stage]
+
+
+def marker_mtimes(out: Path, stage: str) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "completions" / stage).iterdir()}
+
+
+def record_calls(monkeypatch, cls, method: str) -> list[str]:
+    calls: list[str] = []
+    original = getattr(cls, method)
+
+    def wrapper(self, unit, stats):
+        calls.append(getattr(unit, "stem", unit))
+        return original(self, unit, stats)
+
+    monkeypatch.setattr(cls, method, wrapper)
+    return calls
+
+
+def record_all(monkeypatch) -> dict[str, list[str]]:
+    return {
+        "embed": record_calls(monkeypatch, EmbedStage, "process_shard"),
+        "fit": record_calls(monkeypatch, FitStage, "process_unit"),
+        "assign": record_calls(monkeypatch, AssignStage, "process_shard"),
+        "dedup": record_calls(monkeypatch, DedupStage, "process_unit"),
+        "prune": record_calls(monkeypatch, PruneStage, "process_unit"),
+        "write": record_calls(monkeypatch, WriteStage, "process_shard"),
+    }
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """One full run (semdedup at ε = 0.05, no target): the run every other test copies and reprunes."""
+    root = tmp_path_factory.mktemp("prune")
+    corpus = make_corpus(root / "corpus")
+    out = root / "base"
+    t0 = time.perf_counter()
+    result = run(corpus, out)
+    return SimpleNamespace(
+        corpus=corpus, out=out, result=result, files=curated_bytes(out), frame=curated(out),
+        seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def rerun(base, tmp_path):
+    """``rerun(*sets, stages=...)``: a copy of the base run, rerun with extra overrides; returns its directory."""
+    out = tmp_path / "run"
+    shutil.copytree(base.out, out)
+
+    def go(*sets: str, stages=ALL, **kwargs) -> Path:
+        run(base.corpus, out, *sets, stages=stages, **kwargs)
+        return out
+
+    return go
+
+
+def target_of(fraction: float) -> int:
+    return int(math.floor(fraction * N_VALID + 0.5))
+
+
+def dup_mask(frame: pl.DataFrame, eps: float = EPS) -> np.ndarray:
+    sims = frame["dup_max_sim"].to_numpy().astype(np.float64)  # null -> NaN
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(sims, nan=-np.inf) >= 1.0 - eps
+
+
+# -- the base run ---------------------------------------------------------------------------------------------------
+
+
+def test_curated_columns_and_types(base):
+    for stem in STEMS:
+        table = pq.read_table(base.out / "curated" / f"{stem}.parquet")
+        assert {f.name: f.type for f in table.schema} == CURATED_TYPES
+        assert table.column("id").to_pylist() == [f"{stem}-{i:02d}" for i in range(N_PER_SHARD)]
+    f = base.frame
+    assert f.height == N_VALID
+    assert f["cluster_id"].min() >= 0 and f["cluster_id"].max() < K
+    assert f["dist_to_centroid"].min() >= 0 and f["dist_to_centroid"].max() <= 2
+    assert f["keep"].null_count() == 0
+    # drop_reason exactly on dropped rows; here (semdedup, no target) every drop is a duplicate
+    assert (f["drop_reason"].is_null() == f["keep"]).all()
+    assert set(f.filter(~pl.col("keep"))["drop_reason"].to_list()) == {"semdedup_duplicate"}
+    # dup_of exactly where dup_max_sim >= 1 − ε; each cluster has one top-ranked member (null similarity)
+    dup = dup_mask(f)
+    assert (f["dup_of"].is_not_null().to_numpy() == dup).all()
+    assert f["dup_max_sim"].null_count() == f["cluster_id"].n_unique()
+    assert f.filter(pl.col("dup_max_sim").is_null())["cluster_id"].n_unique() == f["cluster_id"].n_unique()
+    # dup_of names a document of the same cluster
+    by_id = dict(zip(f["id"].to_list(), f["cluster_id"].to_list(), strict=True))
+    for row in f.filter(pl.col("dup_of").is_not_null()).iter_rows(named=True):
+        assert by_id[row["dup_of"]] == row["cluster_id"]
+
+
+def test_planted_exact_duplicates_keep_one_copy(base):
+    f = base.frame
+    for text, places in DUPES.items():
+        ids = [f"{stem}-{row:02d}" for stem, row in places]
+        rows = f.filter(pl.col("id").is_in(ids)).sort(["stem", "id"])
+        assert rows["text"].to_list() == [text] * len(places)
+        assert rows["cluster_id"].n_unique() == 1 and rows["dist_to_centroid"].n_unique() == 1
+        assert rows["keep"].sum() == 1, rows
+        kept = rows.filter(pl.col("keep"))["id"].item()
+        # the copies tie on distance: the canonical order (shard name, row) breaks the tie
+        assert kept == ids[0]
+        others = rows.filter(~pl.col("keep"))
+        assert others["dup_of"].to_list() == [kept] * (len(places) - 1)
+        assert others["drop_reason"].to_list() == ["semdedup_duplicate"] * (len(places) - 1)
+        assert (others["dup_max_sim"] > 0.9999).all()
+
+
+def test_semdedup_without_target_drops_exactly_the_duplicates(base):
+    f = base.frame
+    assert (f["keep"].to_numpy() == ~dup_mask(f)).all()
+    prune = stage_stats(base.out, "prune")
+    assert prune["kept"] == int((~dup_mask(f)).sum())
+    assert prune["dropped"] == int(dup_mask(f).sum()) >= 4  # at least the planted copies
+
+
+def test_prune_json_eps_sweep_matches_the_column(base):
+    summary = json.loads((base.out / "prune.json").read_text())
+    sims = base.frame["dup_max_sim"].to_numpy().astype(np.float32)
+    sweep = [float(e) for e in summary["kept_fraction_by_eps"]]
+    expected = kept_fraction_by_eps(sims, sweep)
+    for e in sweep:
+        counted = float(np.mean(~(np.nan_to_num(sims, nan=-np.inf) >= 1.0 - e)))
+        assert summary["kept_fraction_by_eps"][str(e)] == pytest.approx(counted) == pytest.approx(expected[e])
+    assert summary["kept_fraction_by_eps"][str(EPS)] == pytest.approx(base.frame["keep"].mean())
+
+
+def check_books(out: Path) -> None:
+    prune, write = stage_stats(out, "prune"), stage_stats(out, "write")
+    for s in (prune, write):
+        assert s["input"] == s["kept"] + s["dropped"] + s["rejected"]
+    assert prune["input"] == N_VALID and prune["rejected"] == 0  # prune sees valid documents only
+    assert write["input"] == N_VALID + 1 and write["rejected"] == 1
+    assert write["rejected_by_reason"] == {"null_text": 1}
+    assert (prune["kept"], prune["dropped"]) == (write["kept"], write["dropped"])
+
+
+def test_stats_json_balances(base):
+    check_books(base.out)
+    assert base.result.stages["write"].kept == int(base.frame["keep"].sum())
+
+
+# -- targets --------------------------------------------------------------------------------------------------------
+
+TARGETS = [
+    (["prune.strategy=random", "prune.keep_fraction=0.37"], target_of(0.37)),
+    (["prune.strategy=random", "prune.keep_count=50"], 50),
+    (["prune.strategy=semdedup", "prune.keep_fraction=0.37"], target_of(0.37)),
+    (["prune.strategy=semdedup", "prune.keep_fraction=0.95"], target_of(0.95)),  # more than the non-duplicates
+    (["prune.strategy=semdedup", "prune.keep_count=77"], 77),
+    (["prune.strategy=prototypicality_easy", "prune.keep_fraction=0.37"], target_of(0.37)),
+    (["prune.strategy=prototypicality_easy", "prune.keep_count=50"], 50),
+    (["prune.strategy=prototypicality_hard", "prune.keep_fraction=0.5"], 60),
+    (["prune.strategy=prototypicality_hard", "prune.keep_fraction=0.3", "prune.balance=1.0"], 36),
+    (["prune.strategy=prototypicality_easy", "prune.keep_fraction=0.6", "prune.balance=0.5"], 72),
+    (["prune.strategy=dbp", "prune.keep_fraction=0.37"], target_of(0.37)),
+    (["prune.strategy=dbp", "prune.keep_count=30", "prune.dbp_keep=easy"], 30),
+    (["prune.strategy=none"], N_VALID),
+]
+
+
+@pytest.mark.parametrize("sets, target", TARGETS, ids=[" ".join(s) for s, _ in TARGETS])
+def test_target_is_honoured_to_the_row(rerun, sets, target):
+    out = rerun(*sets, stages=["prune", "write"])
+    f = curated(out)
+    assert f.height == N_VALID
+    assert int(f["keep"].sum()) == target
+    assert (f["drop_reason"].is_null() == f["keep"]).all()
+    summary = json.loads((out / "prune.json").read_text())
+    assert summary["kept"] == target
+    assert summary["strategy"] == sets[0].split("=")[1]
+    check_books(out)
+
+
+def test_target_fraction_rounds_to_the_nearest_row():
+    assert target_of(0.37) == 44  # 0.37 · 120 = 44.4
+    assert target_of(0.375) == 45  # 45.0
+    assert target_of(0.3625) == 44  # 43.5 rounds up
+
+
+def test_prototypicality_easy_keeps_the_smallest_distances(rerun):
+    f = curated(rerun("prune.strategy=prototypicality_easy", "prune.keep_fraction=0.37", stages=["prune", "write"]))
+    dist = f["dist_to_centroid"].to_numpy().astype(np.float64)
+    keep = f["keep"].to_numpy()
+    assert dist[keep].max() <= dist[~keep].min()
+    order = np.lexsort((np.arange(N_VALID), dist))  # ties: canonical order
+    assert set(np.flatnonzero(keep)) == set(order[: target_of(0.37)])
+    assert set(f.filter(~pl.col("keep"))["drop_reason"].to_list()) == {"prototypicality"}
+
+
+def test_prototypicality_hard_keeps_the_largest_distances(rerun):
+    f = curated(rerun("prune.strategy=prototypicality_hard", "prune.keep_count=50", stages=["prune", "write"]))
+    dist = f["dist_to_centroid"].to_numpy().astype(np.float64)
+    keep = f["keep"].to_numpy()
+    assert dist[keep].min() >= dist[~keep].max()
+    assert set(np.flatnonzero(keep)) == set(np.lexsort((np.arange(N_VALID), -dist))[:50])
+
+
+@pytest.mark.parametrize("strategy", ["prototypicality_easy", "prototypicality_hard"])
+def test_prototypicality_balance_gives_every_cluster_its_floor(rerun, strategy):
+    target, balance = 36, 1.0
+    f = curated(rerun(f"prune.strategy={strategy}", "prune.keep_count=36", f"prune.balance={balance}",
+                      stages=["prune", "write"]))  # fmt: skip
+    floor_share = math.floor(balance * target / K)  # 9
+    counts = f.group_by("cluster_id").agg(kept=pl.col("keep").sum(), size=pl.len())
+    for row in counts.iter_rows(named=True):
+        assert row["kept"] >= min(floor_share, row["size"]), row
+    assert int(f["keep"].sum()) == target
+    # within each cluster the kept ones are the easiest / hardest
+    hard = strategy.endswith("hard")
+    for (_c,), g in f.group_by("cluster_id"):
+        kept, dropped = g.filter(pl.col("keep"))["dist_to_centroid"], g.filter(~pl.col("keep"))["dist_to_centroid"]
+        if len(kept) and len(dropped):
+            assert (kept.min() >= dropped.max()) if hard else (kept.max() <= dropped.min())
+    # unbalanced, the same target starves some cluster below its floor (or the test says nothing)
+    unbalanced = curated(rerun(f"prune.strategy={strategy}", "prune.keep_count=36", stages=["prune", "write"]))
+    per = unbalanced.group_by("cluster_id").agg(kept=pl.col("keep").sum(), size=pl.len())
+    assert any(r["kept"] < min(floor_share, r["size"]) for r in per.iter_rows(named=True))
+
+
+def test_semdedup_with_target_keeps_the_least_duplicated(rerun):
+    f = curated(rerun("prune.strategy=semdedup", "prune.keep_fraction=0.37", stages=["prune", "write"]))
+    score = np.nan_to_num(f["dup_max_sim"].to_numpy().astype(np.float64), nan=-np.inf)
+    keep = f["keep"].to_numpy()
+    assert score[keep].max() <= score[~keep].min()
+    assert f["dup_max_sim"].null_count() == K and f.filter(pl.col("dup_max_sim").is_null())["keep"].all()
+    reasons = f.filter(~pl.col("keep"))
+    dup = dup_mask(reasons)
+    assert (reasons["drop_reason"].to_numpy()[dup] == "semdedup_duplicate").all()
+    assert (reasons["drop_reason"].to_numpy()[~dup] == "semdedup_rank").all()
+
+
+def test_dbp_quotas(rerun):
+    out = rerun("prune.strategy=dbp", "prune.keep_fraction=0.37", stages=["prune", "write"])
+    target = target_of(0.37)
+    f = curated(out)
+    stats = pl.read_parquet(out / "cluster_stats.parquet").sort("cluster_id")
+    assert stats.columns == ["cluster_id", "size", "size_after_dedup", "d_intra", "d_inter", "complexity", "quota"]
+    assert stats.height == K
+    assert int(stats["quota"].sum()) == target
+    dup = dup_mask(f)
+    keep = f["keep"].to_numpy()
+    assert not (keep & dup).any()  # the target is below the survivors: no duplicate kept
+    assert set(f.filter(~pl.col("keep") & pl.Series(dup))["drop_reason"].to_list()) <= {"semdedup_duplicate"}
+    assert set(f.filter(~pl.col("keep") & ~pl.Series(dup))["drop_reason"].to_list()) == {"dbp_quota"}
+    labels = f["cluster_id"].to_numpy()
+    dist = f["dist_to_centroid"].to_numpy().astype(np.float64)
+    for row in stats.iter_rows(named=True):
+        c = row["cluster_id"]
+        members = labels == c
+        survivors = members & ~dup
+        assert row["size"] == int(members.sum())
+        assert row["size_after_dedup"] == int(survivors.sum())
+        assert row["d_intra"] == pytest.approx(dist[survivors].mean(), abs=1e-6)
+        assert int(keep[members].sum()) == row["quota"]  # per-cluster kept counts are the quotas
+        assert row["quota"] <= row["size_after_dedup"]
+        assert row["quota"] >= min(math.floor(0.5 * target / K), row["size_after_dedup"] - 1)
+        # the hardest survivors are kept
+        kept_d, rest_d = dist[survivors & keep], dist[survivors & ~keep]
+        if len(kept_d) and len(rest_d):
+            assert kept_d.min() >= rest_d.max()
+    np.testing.assert_allclose(stats["complexity"], stats["d_inter"] * stats["d_intra"], rtol=1e-12)
+    summary = json.loads((out / "prune.json").read_text())
+    assert summary["cluster_quota_sum"] == target
+
+
+def test_dbp_target_above_the_survivors_keeps_them_all(rerun):
+    f = curated(rerun("prune.strategy=dbp", "prune.keep_fraction=0.98", stages=["prune", "write"]))
+    dup = dup_mask(f)
+    keep = f["keep"].to_numpy()
+    assert int(keep.sum()) == target_of(0.98)
+    assert keep[~dup].all()
+
+
+def test_random_is_seeded(rerun):
+    a = curated(rerun("prune.strategy=random", "prune.keep_fraction=0.5", stages=["prune", "write"]))["keep"]
+    b = curated(rerun("prune.strategy=random", "prune.keep_count=60", stages=["prune", "write"]))["keep"]
+    assert a.equals(b)  # the same target, the same seed: the same draw
+
+
+def test_keep_count_above_the_documents_is_an_error(rerun):
+    with pytest.raises(ShardError, match="keep_count=500"):
+        rerun("prune.strategy=random", "prune.keep_count=500", stages=["prune", "write"])
+
+
+# -- reruns, determinism, prerequisites -----------------------------------------------------------------------------
+
+
+def test_two_fresh_runs_write_identical_bytes(base, tmp_path):
+    out = tmp_path / "again"
+    run(base.corpus, out)
+    assert curated_bytes(out) == base.files
+    assert (out / "centroids.npy").read_bytes() == (base.out / "centroids.npy").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["prune.strategy=dbp", "prune.keep_fraction=0.5"],
+        ["prune.strategy=prototypicality_hard", "prune.keep_count=40", "prune.balance=0.5"],
+        ["dedup.eps=0.2"],  # ε thresholds the stored column: no new similarities
+    ],
+    ids=["dbp", "prototypicality", "eps"],
+)
+def test_changing_only_prune_reruns_only_prune_and_write(base, rerun, monkeypatch, sets):
+    out_before = {s: marker_mtimes(base.out, s) for s in ALL}
+    calls = record_all(monkeypatch)
+
+    def no_model(self):
+        raise AssertionError("the embedding model was loaded")
+
+    monkeypatch.setattr("pipeline.embed.Embedder.setup", no_model)
+    t0 = time.perf_counter()
+    out = rerun(*sets)  # every stage asked for, as `winnow run` does
+    seconds = time.perf_counter() - t0
+    assert calls == {"embed": [], "fit": [], "assign": [], "dedup": [], "prune": ["all"], "write": STEMS}
+    after = {s: marker_mtimes(out, s) for s in ALL}
+    for s in ("embed", "fit", "assign", "dedup"):
+        assert after[s] == out_before[s], s  # copytree keeps mtimes: untouched
+    for s in ("prune", "write"):
+        assert all(after[s][u] > out_before[s][u] for u in after[s]), s
+    assert seconds < max(10.0, 0.5 * base.seconds)
+    check_books(out)
+
+
+def test_a_second_identical_run_does_nothing(rerun, monkeypatch):
+    calls = record_all(monkeypatch)
+    rerun()
+    assert calls == {s: [] for s in ALL}
+
+
+def test_missing_prerequisite_names_the_stage_to_run(base, tmp_path):
+    out = tmp_path / "fresh"
+    with pytest.raises(ShardError) as info:
+        run(base.corpus, out, "prune.strategy=dbp", "prune.keep_fraction=0.5", stages=["prune", "write"])
+    assert "winnow embed" in str(info.value)
+    assert not (out / "curated").exists()
+    assert (out / "failures" / "prune" / "all.json").is_file()
+
+
+def test_missing_dedup_names_dedup(base, tmp_path):
+    out = tmp_path / "nodedup"
+    shutil.copytree(base.out, out)
+    shutil.rmtree(out / "completions" / "dedup")
+    with pytest.raises(ShardError, match="winnow dedup"):
+        run(base.corpus, out, "prune.strategy=dbp", "prune.keep_fraction=0.5", stages=["prune", "write"])
+    # a strategy that needs no dedup still works, without the dedup columns
+    run(base.corpus, out, "prune.strategy=random", "prune.keep_fraction=0.5", stages=["prune", "write"])
+    f = curated(out)
+    assert "dup_max_sim" not in f.columns and "cluster_id" in f.columns
+    assert int(f["keep"].sum()) == 60
+
+
+def test_stale_assignments_name_the_cluster_stages(base, tmp_path):
+    out = tmp_path / "stale"
+    shutil.copytree(base.out, out)
+    # another k: fit, assign and dedup are stale for this config
+    with pytest.raises(ShardError, match=r"winnow (fit|assign)"):
+        run(base.corpus, out, "cluster.k=3", "prune.strategy=prototypicality_easy", "prune.keep_count=10",
+            stages=["prune", "write"])  # fmt: skip
+
+
+def test_overwrite_redoes_everything(base, rerun, monkeypatch):
+    calls = record_all(monkeypatch)
+    out = rerun(overwrite=True)
+    assert calls == {
+        "embed": STEMS, "fit": ["all"], "assign": STEMS, "dedup": ["00000", "00001"], "prune": ["all"],
+        "write": STEMS,
+    }  # fmt: skip
+    assert curated_bytes(out) == base.files
+
+
+def test_fewer_buckets_in_an_existing_run_dir(base, rerun):
+    """Lowering ``cluster.n_buckets`` in an existing run dir: the stale ``dedup/00001.parquet`` (old assignments)
+    is joined along with the new ``dedup/00000.parquet``, so prune decides over 172 rows instead of 120 and every
+    shard fails in write with "decisions/<stem>.parquet does not match the shard's rows"."""
+    out = rerun("cluster.n_buckets=1")  # refit, reassign, rededup into one bucket; dedup/00001.parquet is stale
+    f = curated(out)
+    assert f.height == N_VALID
+    assert (f["keep"].to_numpy() == ~dup_mask(f)).all()
