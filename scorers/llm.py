@@ -55,8 +55,8 @@ import pyarrow as pa
 from loguru import logger
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import Section
 from pipeline.errors import ConfigError, RetryableError
+from pipeline.section import Section
 from scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
 
 #: the user turn of DESIGN §3.6; ``{text}`` is the (truncated) document
