@@ -151,8 +151,9 @@ def _stage_command(stages: list[str], help_text: str):
 
 app.command("run")(
     _stage_command(
-        ["embed", "fit", "assign", "dedup", "prune", "write"],
-        "Run every stage: embed, cluster (fit + assign), dedup, prune, write curated shards; print a summary.\n\n"
+        ["embed", "fit", "assign", "dedup", "score", "prune", "write"],
+        "Run every stage: embed, cluster (fit + assign), dedup, score, prune, write curated shards; print a "
+        "summary.\n\n"
         "Stages whose config did not change are skipped, so changing only prune.* redoes only prune and write.\n\n"
         "Example: winnow run -c configs/quickstart.yaml --set prune.strategy=dbp --set prune.keep_fraction=0.5",
     )
@@ -178,6 +179,13 @@ app.command("dedup")(
         "(dedup/<bucket>.parquet: dup_max_sim, nearest id). Any eps is then a threshold. Needs cluster.",
     )
 )
+app.command("score")(
+    _stage_command(
+        ["score"],
+        "Rate every document on the 13 DataMan criteria, an overall score and a domain (score.backend: heuristic "
+        "by default, or llm) into <output>/quality/<shard>.parquet. The heuristic domain uses the embeddings.",
+    )
+)
 app.command("prune")(
     _stage_command(
         ["prune", "write"],
@@ -197,7 +205,9 @@ app.command("write")(
 
 def _mount_subapps() -> None:
     from mixers.laws_cli import laws_app
+    from mixers.mix_cli import mix_command
 
+    app.command("mix")(mix_command)
     app.add_typer(
         laws_app,
         name="laws",

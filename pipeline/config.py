@@ -17,8 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from mixers.config import MixSection
 from pipeline.errors import ConfigError
 from pipeline.section import Section
+from scorers.llm import LLMSection
 
 
 class RunSection(Section):
@@ -42,6 +44,8 @@ class IOSection(Section):
         output: the run directory (``--output`` replaces it).
         text_field: the column / JSON key holding the document text.
         id_field: the column / JSON key holding a document id; rows without one get ``<shard-stem>:<row>``.
+        source_field: the column / JSON key naming a document's source (stratification of quality selection and
+            mixing pools); documents without it count as source null.
         read_batch_size: rows per record batch read from a shard; bounds memory with the embed batch.
         max_chars: texts longer than this are rejected as ``text_too_long`` (after reading, before embedding).
         limit: read at most this many records per shard (debugging); ``null`` for all.
@@ -55,6 +59,7 @@ class IOSection(Section):
     output: str | None = None
     text_field: str = Field("text", min_length=1)
     id_field: str = Field("id", min_length=1)
+    source_field: str = Field("source", min_length=1)
     read_batch_size: int = Field(1024, ge=1, le=1_000_000)
     max_chars: int = Field(1_000_000, ge=1)
     limit: int | None = Field(None, ge=1)
@@ -140,7 +145,32 @@ class DedupSection(Section):
     block_size: int = Field(2048, ge=16)
 
 
-PRUNE_STRATEGIES = ("none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp")
+class ScoreSection(Section):
+    """DataMan-style quality and domain scoring (DESIGN §3.6).
+
+    Args:
+        backend: ``heuristic`` (default: measurable text proxies, no model), ``llm`` (a DataMan checkpoint or any
+            chat model, local or over an OpenAI-compatible endpoint; see ``score.llm``) or ``none`` (no scoring).
+        domain: heuristic backend: ``auto`` (nearest domain description in embedding space, using the stored
+            embeddings), ``embedding`` (same, an error without embeddings) or ``keywords`` (no model).
+        llm: the LLM rater's settings (``model`` directory or ``endpoint`` + ``model_name``, batch size,
+            concurrency, retries); required when ``backend: llm``.
+    """
+
+    backend: Literal["none", "heuristic", "llm"] = "heuristic"
+    domain: Literal["auto", "embedding", "keywords"] = "auto"
+    llm: LLMSection | None = None
+
+    @model_validator(mode="after")
+    def _llm(self) -> ScoreSection:
+        if self.backend == "llm" and self.llm is None:
+            raise ValueError("score.backend=llm needs a score.llm section (model: DIR, or endpoint: URL)")
+        return self
+
+
+PRUNE_STRATEGIES = (
+    "none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp", "quality", "dataman_level",
+)  # fmt: skip
 
 
 class PruneSection(Section):
@@ -156,9 +186,17 @@ class PruneSection(Section):
         dbp_balance: lower bound share of the DBP quotas (``min(⌊balance·N/k⌋, n_j − 1)``).
         dbp_min_cluster_size: clusters with fewer members (after SemDeDup) take the mean complexity of the others.
         dbp_keep: within a cluster keep the ``hard``est (farthest from the centroid, default) or ``easy``est.
+        quality_by: ``quality`` strategy: rank by the sum of these criteria (e.g. ``[accuracy, coherence]``);
+            empty (default) ranks by ``quality_score``.
+        dataman_level: ``dataman_level`` strategy: keep documents whose ``quality_overall`` equals this.
+        stratify: quality strategies: strata by ``source`` and/or ``quality_domain`` (DataMan: source, then
+            domain), each with a quota proportional to its share of tokens; ``[]`` for none. A stratum short of
+            its quota is upsampled with replacement and the repeats are written to a ``repeat`` column.
     """
 
-    strategy: Literal["none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp"] = "none"
+    strategy: Literal[
+        "none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp", "quality", "dataman_level"
+    ] = "none"  # fmt: skip
     keep_fraction: float | None = Field(None, gt=0.0, le=1.0)
     keep_count: int | None = Field(None, ge=0)
     balance: float = Field(0.0, ge=0.0, le=1.0)
@@ -167,12 +205,25 @@ class PruneSection(Section):
     dbp_balance: float = Field(0.5, ge=0.0, le=1.0)
     dbp_min_cluster_size: int = Field(2, ge=1)
     dbp_keep: Literal["hard", "easy"] = "hard"
+    quality_by: list[str] = Field(default_factory=list)
+    dataman_level: int = Field(5, ge=1, le=5)
+    stratify: list[Literal["source", "quality_domain"]] = Field(default_factory=lambda: ["source", "quality_domain"])
+
+    @field_validator("quality_by")
+    @classmethod
+    def _criteria(cls, v: list[str]) -> list[str]:
+        from scorers.base import CRITERIA
+
+        bad = [c for c in v if c not in CRITERIA]
+        if bad:
+            raise ValueError(f"unknown criteria {bad}; allowed: {', '.join(CRITERIA)}")
+        return v
 
     @model_validator(mode="after")
     def _target(self) -> PruneSection:
         if self.keep_fraction is not None and self.keep_count is not None:
             raise ValueError("prune.keep_fraction and prune.keep_count are exclusive: set one")
-        needs = self.strategy not in ("none", "semdedup")
+        needs = self.strategy not in ("none", "semdedup", "dataman_level")
         if needs and self.keep_fraction is None and self.keep_count is None:
             raise ValueError(f"prune.strategy={self.strategy} needs prune.keep_fraction or prune.keep_count")
         return self
@@ -195,14 +246,16 @@ class ExecutorSection(Section):
 
 
 class WinnowConfig(Section):
-    """The whole configuration: sections run, io, embed, cluster, dedup, prune and executor."""
+    """The whole configuration: sections run, io, embed, cluster, dedup, score, prune, mix and executor."""
 
     run: RunSection = Field(default_factory=RunSection)
     io: IOSection = Field(default_factory=IOSection)
     embed: EmbedSection = Field(default_factory=EmbedSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     dedup: DedupSection = Field(default_factory=DedupSection)
+    score: ScoreSection = Field(default_factory=ScoreSection)
     prune: PruneSection = Field(default_factory=PruneSection)
+    mix: MixSection = Field(default_factory=MixSection)
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
 
     @property
@@ -217,7 +270,8 @@ class WinnowConfig(Section):
                 every section that changes outputs (not the executor, not credentials, not names).
             extra: anything else JSON-serialisable to mix in (e.g. the list of input shards).
         """
-        data = self.model_dump(mode="json", exclude={"executor": True, "run": {"name"}})
+        # the mixer reads the curated shards and writes only the plan: its settings never change a stage's outputs
+        data = self.model_dump(mode="json", exclude={"executor": True, "mix": True, "run": {"name"}})
         for field in ("storage_options", "output", "input"):  # inputs count as the resolved shard list
             data["io"].pop(field, None)
         if keys is not None:

@@ -33,6 +33,7 @@ from clustering.semdedup import is_duplicate, kept_fraction_by_eps
 from pipeline.config import WinnowConfig
 from pipeline.errors import CurationError
 from pipeline.io import Shard
+from scorers.base import CRITERION_COLUMNS
 from scorers.complexity import d_inter, dbp_quotas
 
 if TYPE_CHECKING:
@@ -41,10 +42,19 @@ if TYPE_CHECKING:
 
 NEEDS_CLUSTERS = ("prototypicality_easy", "prototypicality_hard", "dbp", "semdedup")
 NEEDS_DEDUP = ("semdedup", "dbp")
+NEEDS_QUALITY = ("quality", "dataman_level")
+#: quality columns carried from ``quality/`` into the decisions and the curated shards
+QUALITY_OUT = (*CRITERION_COLUMNS, "quality_overall", "quality_score", "quality_domain")
 
 
 def load_scores(
-    run: RunDir, shards: list[Shard], id_field: str, clusters: bool, dedup: bool, n_buckets: int = 0
+    run: RunDir,
+    shards: list[Shard],
+    id_field: str,
+    clusters: bool,
+    dedup: bool,
+    n_buckets: int = 0,
+    quality: bool = False,
 ) -> pl.DataFrame:
     """One frame over every valid document: stem, pos, id (+ cluster_id, dist_to_centroid, dup_max_sim, dup_nn_id).
 
@@ -60,6 +70,11 @@ def load_scores(
             t = read_parquet(run, f"embeddings/{shard.stem}.parquet", columns=[id_field])
         f = pl.from_arrow(t).rename({id_field: "id"})
         f = f.with_columns(pl.lit(shard.stem).alias("stem"), pl.int_range(0, f.height, dtype=pl.Int64).alias("pos"))
+        if quality:
+            q = pl.from_arrow(read_parquet(run, f"quality/{shard.stem}.parquet")).rename({id_field: "_qid"})
+            if q.height != f.height or not q["_qid"].equals(f["id"], check_names=False):
+                raise CurationError(f"quality/{shard.stem}.parquet does not match the shard: rerun `winnow score`")
+            f = pl.concat([f, q.drop("_qid")], how="horizontal")
         frames.append(f)
     frame = pl.concat(frames, how="vertical") if frames else pl.DataFrame({"stem": [], "pos": [], "id": []})
     if dedup:
@@ -84,6 +99,7 @@ class Decision:
     target: int | None
     cluster_stats: pl.DataFrame | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    repeat: np.ndarray | None = None  # quality strategies: draws per document (0 = dropped)
 
     @property
     def kept(self) -> int:
@@ -204,41 +220,129 @@ def decide(frame: pl.DataFrame, cfg: WinnowConfig, centroids: np.ndarray | None)
         reason[~keep & dup] = "semdedup_duplicate"
         reason[~keep & ~dup] = "dbp_quota"
         summary["cluster_quota_sum"] = int(quota.sum())
-        stats = pl.DataFrame(
-            {
-                "cluster_id": np.arange(len(size), dtype=np.int32),
-                "size": size.astype(np.int64),
-                "size_after_dedup": size_s.astype(np.int64),
-                "d_intra": d_intra,
-                "d_inter": d_int,
-                "complexity": comp,
-                "quota": quota.astype(np.int64),
-            }
-        )
+        stats = _cluster_stats_frame(size, size_s, d_intra, d_int, comp, quota)
         return _finish(frame, cfg, keep, reason, target, stats, summary)
+    elif strategy in NEEDS_QUALITY:
+        return _quality_selection(frame, cfg, target, centroids, dup, summary)
     else:  # pragma: no cover - the config validates the strategy
         raise CurationError(f"unknown prune.strategy {strategy!r}")
     stats = None
     if centroids is not None and "cluster_id" in frame.columns:
         survivors = ~dup if dup is not None else np.ones(n, dtype=bool)
-        size, size_s, d_intra, d_int, comp = cluster_table(frame, centroids, survivors, cfg)
-        stats = pl.DataFrame(
-            {
-                "cluster_id": np.arange(len(size), dtype=np.int32),
-                "size": size.astype(np.int64),
-                "size_after_dedup": size_s.astype(np.int64),
-                "d_intra": d_intra,
-                "d_inter": d_int,
-                "complexity": comp,
-                "quota": pl.Series([None] * len(size), dtype=pl.Int64),
-            }
-        )
+        stats = _cluster_stats_frame(*cluster_table(frame, centroids, survivors, cfg))
     return _finish(frame, cfg, keep, reason, target, stats, summary)
 
 
-def _finish(frame, cfg, keep, reason, target, stats, summary) -> Decision:
-    if target is not None and int(keep.sum()) != target:  # pragma: no cover - a bug, never bad input
-        raise AssertionError(f"prune kept {int(keep.sum())} documents, target {target}")
+def strata(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    """A stratum code per row from ``columns`` (nulls are a stratum of their own), in sorted key order."""
+    if not columns:
+        return np.zeros(frame.height, np.int64)
+    keys = frame.select([pl.col(c).cast(pl.String).fill_null("\x00null") for c in columns])
+    uniq = keys.unique().sort(columns)
+    coded = keys.with_row_index("_row").join(uniq.with_row_index("_s"), on=columns, how="left").sort("_row")
+    return coded["_s"].to_numpy().astype(np.int64)
+
+
+def proportional_quotas(weights: np.ndarray, target: int) -> np.ndarray:
+    """Integers summing to ``target``, proportional to ``weights`` (largest remainder; ties: lower index)."""
+    w = np.asarray(weights, np.float64)
+    if target == 0 or w.sum() <= 0:
+        return np.zeros(len(w), np.int64)
+    ideal = target * w / w.sum()
+    base = np.floor(ideal).astype(np.int64)
+    rest = target - int(base.sum())
+    order = np.lexsort((np.arange(len(w)), -(ideal - base)))
+    base[order[:rest]] += 1
+    return base
+
+
+def _quality_selection(frame, cfg, target, centroids, dup, summary) -> Decision:
+    """DataMan selection: strata by source and domain with token-share quotas; top-k by quality (``quality``) or a
+    uniform sample of one ``quality_overall`` level (``dataman_level``); short strata upsampled with replacement."""
+    p = cfg.prune
+    n = frame.height
+    idx = np.arange(n, dtype=np.int64)
+    level = frame["quality_overall"].to_numpy(allow_copy=True)
+    if p.strategy == "quality":
+        if p.quality_by:
+            cols = [frame[f"quality_{c}"].cast(pl.Float64).fill_null(0.0).to_numpy() for c in p.quality_by]
+            score = np.sum(cols, axis=0)
+        else:
+            score = frame["quality_score"].cast(pl.Float64).fill_null(-np.inf).to_numpy()
+        eligible = np.ones(n, dtype=bool)
+    else:
+        score = None
+        eligible = np.nan_to_num(level.astype(np.float64), nan=-1) == p.dataman_level
+    if target is None:  # dataman_level without a target: every document at the level, once
+        keep = eligible.copy()
+        repeat = keep.astype(np.int32)
+        reason = np.where(keep, None, "dataman_level").astype(object)
+        summary.update(strata=None, shortfall=0)
+        return _finish(frame, cfg, keep, reason, None, None, summary, repeat=repeat)
+    code = strata(frame, list(p.stratify))
+    words = frame["n_words"].cast(pl.Float64).fill_null(1.0).to_numpy()
+    n_strata = int(code.max()) + 1 if n else 0
+    # quotas by token share, over the strata that have an eligible document (the others cannot contribute)
+    has_eligible = np.bincount(code[eligible], minlength=n_strata) > 0
+    weights = np.bincount(code, weights=np.maximum(words, 1.0), minlength=n_strata) * has_eligible
+    quotas = proportional_quotas(weights, target)
+    summary["strata_without_eligible"] = int((~has_eligible).sum())
+    repeat = np.zeros(n, dtype=np.int32)
+    shortfall = upsampled = 0
+    for s_, q in enumerate(quotas):
+        cand = idx[(code == s_) & eligible]
+        if q == 0:
+            continue
+        rng = np.random.default_rng([cfg.run.seed, 0x51, s_])
+        if len(cand) == 0:
+            shortfall += int(q)
+            continue
+        if score is not None:  # top-k by score, ties by canonical order
+            order = cand[np.lexsort((cand, -score[cand]))]
+        else:  # uniform sample of the level
+            order = cand[rng.permutation(len(cand))]
+        take = order[: min(q, len(order))]
+        repeat[take] = 1
+        extra = int(q) - len(take)
+        if extra > 0:  # short stratum: upsample with replacement, record the repeats
+            draws = rng.integers(0, len(take), extra)
+            np.add.at(repeat, take[draws], 1)
+            upsampled += extra
+    keep = repeat > 0
+    reason = np.full(n, None, dtype=object)
+    if score is not None:
+        reason[~keep] = "quality_rank"
+    else:
+        reason[~keep & eligible] = "dataman_sample"
+        reason[~keep & ~eligible] = "dataman_level"
+    summary.update(strata=int(n_strata), shortfall=shortfall, upsampled_draws=upsampled, draws=int(repeat.sum()))
+    if shortfall:
+        logger.warning(f"prune: {shortfall} of {target} draws found no eligible document in their stratum")
+    stats = None
+    if centroids is not None and "cluster_id" in frame.columns:
+        survivors = ~dup if dup is not None else np.ones(n, dtype=bool)
+        stats = _cluster_stats_frame(*cluster_table(frame, centroids, survivors, cfg))
+    return _finish(frame, cfg, keep, reason, target - shortfall, stats, summary, repeat=repeat)
+
+
+def _cluster_stats_frame(size, size_s, d_intra, d_int, comp, quota=None) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "cluster_id": np.arange(len(size), dtype=np.int32),
+            "size": size.astype(np.int64),
+            "size_after_dedup": size_s.astype(np.int64),
+            "d_intra": d_intra,
+            "d_inter": d_int,
+            "complexity": comp,
+            "quota": pl.Series([None] * len(size), dtype=pl.Int64) if quota is None else quota.astype(np.int64),
+        }
+    )
+
+
+def _finish(frame, cfg, keep, reason, target, stats, summary, repeat=None) -> Decision:
+    drawn = int(keep.sum()) if repeat is None else int(repeat.sum())
+    if target is not None and drawn != target:  # pragma: no cover - a bug, never bad input
+        raise AssertionError(f"prune drew {drawn} documents, target {target}")
     if "dup_max_sim" in frame.columns:
         summary["kept_fraction_by_eps"] = {
             str(k): v
@@ -246,7 +350,9 @@ def _finish(frame, cfg, keep, reason, target, stats, summary) -> Decision:
                 frame["dup_max_sim"].to_numpy().astype(np.float32), cfg.dedup.eps_sweep
             ).items()
         }
-    decision = Decision(n=frame.height, keep=keep, reason=reason, target=target, cluster_stats=stats, summary=summary)
+    decision = Decision(
+        n=frame.height, keep=keep, reason=reason, target=target, cluster_stats=stats, summary=summary, repeat=repeat
+    )
     summary["kept"] = decision.kept
     summary["dropped_by_reason"] = decision.dropped_by_reason
     return decision
@@ -270,6 +376,11 @@ def write_outputs(stage: Stage, frame: pl.DataFrame, d: Decision) -> None:
         cols["dup_max_sim"] = frame["dup_max_sim"].cast(pl.Float32)
         nn = frame["dup_nn_id"].to_numpy()
         cols["dup_of"] = pl.Series("dup_of", np.where(dup, nn, None).tolist(), dtype=pl.String)
+    for name in QUALITY_OUT:
+        if name in frame.columns:
+            cols[name] = frame[name]
+    if d.repeat is not None:
+        cols["repeat"] = pl.Series("repeat", d.repeat, dtype=pl.Int32)
     cols["keep"] = pl.Series("keep", d.keep, dtype=pl.Boolean)
     cols["drop_reason"] = pl.Series("drop_reason", d.reason.tolist(), dtype=pl.String)
     out = pl.DataFrame(cols)

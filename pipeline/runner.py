@@ -159,6 +159,8 @@ def run_pipeline(
     for name in stages:
         stage = STAGES[name](cfg, run.url, shards, overwrite=overwrite, progress=progress and in_process)
         units = stage.units()
+        if not units:  # e.g. score with score.backend=none
+            continue
         if overwrite:
             run.clear_completions(name)
         _reset_rank_completions(run, name, units, stage.fingerprint)

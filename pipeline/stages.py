@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
@@ -361,7 +362,8 @@ class FitStage(Stage):
         np.save(buf, result.centroids)
         self.run_dir.write_bytes("centroids.npy", buf.getvalue())
         info = {
-            "k": cc.k, "niter": cc.niter, "nredo": cc.nredo, "seed": seed, "backend": result.backend, "device": result.device,
+            "k": cc.k, "niter": cc.niter, "nredo": cc.nredo, "seed": seed,
+            "backend": result.backend, "device": result.device,
             "n_documents": stats.input, "n_sample": int(len(x)), "n_train": result.n_train,
             "max_points_per_centroid": cc.max_points_per_centroid, "objective": result.objective,
             "seconds": result.seconds,
@@ -503,9 +505,88 @@ class DedupStage(Stage):
             stats.kept += len(t)
 
 
+# -- quality scoring ------------------------------------------------------------------------------------------------
+
+
+def build_rater(cfg: WinnowConfig, embedder: Embedder | None = None):
+    """The rater of ``score.backend`` (constructed cheaply; ``setup()`` loads models)."""
+    backend = cfg.score.backend
+    if backend == "heuristic":
+        from scorers.heuristic import HeuristicRater
+
+        return HeuristicRater(embed=cfg.embed, embedder=embedder, domain=cfg.score.domain)
+    if backend == "llm":
+        from scorers.llm import LLMRater
+
+        return LLMRater(cfg.score.llm)
+    raise CurationError(f"score.backend={backend!r} has no rater")
+
+
+class ScoreStage(ShardStage):
+    """Rates every valid document on the DataMan criteria; writes ``quality/<stem>.parquet`` (row-aligned: id,
+    the quality columns, ``n_words`` and ``source``). The heuristic backend reuses the stored embeddings for the
+    domain; the llm backend caches answers in ``quality/<stem>.llm-cache.jsonl`` so a killed shard resumes."""
+
+    name = "score"
+    config_keys = ["io", "embed", "score"]
+
+    def units(self) -> list[str]:
+        return [] if self.cfg.score.backend == "none" else super().units()
+
+    def setup(self) -> None:
+        self.uses_embeddings = self.cfg.score.backend == "heuristic" and self.cfg.score.domain != "keywords"
+        if self.uses_embeddings:
+            self.require(EmbedStage)
+        self.embedder = Embedder(self.cfg.embed, torch_threads=_torch_threads(self.cfg))
+        self.rater = build_rater(self.cfg, self.embedder)
+        self.rater.setup()
+
+    def process_shard(self, shard: Shard, stats: ShardStats) -> None:
+        from scorers.base import QUALITY_SCHEMA
+
+        id_f, src_f = self.cfg.io.id_field, self.cfg.io.source_field
+        vecs = None
+        if self.uses_embeddings:
+            vecs = arrow_to_vectors(read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet").column("embedding"))
+        schema = pa.schema([(id_f, pa.string()), *QUALITY_SCHEMA, ("n_words", pa.int32()), ("source", pa.string())])
+        before = dict(getattr(self.rater, "stats", {}) or {})
+        offset = 0
+        with (
+            self.writer(f"quality/{shard.stem}.parquet", schema) as out,
+            RejectSink(self.run_dir, shard, provenance(self.cfg, "read")) as rej,
+        ):
+            for batch in self.read(shard, stats, rej):
+                n = batch.table.num_rows
+                if n == 0:
+                    continue
+                texts = batch.table.column(self.cfg.io.text_field).to_pylist()
+                ids = batch.table.column(id_f)
+                emb = vecs[offset : offset + n] if vecs is not None else None
+                if emb is not None and len(emb) != n:
+                    raise CurationError(f"embeddings/{shard.stem}.parquet does not match the shard: rerun embed")
+                if self.cfg.score.backend == "llm":
+                    cache = self.run_dir.url_of("quality", f"{shard.stem}.llm-cache.jsonl")
+                    self.run_dir.fs.makedirs(self.run_dir._p("quality"), exist_ok=True)
+                    rated = self.rater.rate_cached(ids.to_pylist(), texts, cache)
+                else:
+                    rated = self.rater.rate(texts, emb)
+                words = pa.array([len(t.split()) for t in texts], pa.int32())
+                if src_f in batch.table.column_names:
+                    source = pc.cast(batch.table.column(src_f), pa.string())
+                else:
+                    source = pa.nulls(n, pa.string())
+                out.write(pa.table([ids, *rated.columns, words, source], schema=schema))
+                offset += n
+                stats.kept += n
+        after = dict(getattr(self.rater, "stats", {}) or {})
+        for key, value in after.items():
+            if isinstance(value, (int, float)) and value - before.get(key, 0):
+                stats.count(key, value - before.get(key, 0))
+
+
 # -- pruning and writing ---------------------------------------------------------------------------------------------
 
-_PRUNE_KEYS = ["io", "embed", "cluster", "dedup", "prune", "run.seed"]
+_PRUNE_KEYS = ["io", "embed", "cluster", "dedup", "score", "prune", "run.seed"]
 
 
 class PruneStage(Stage):
@@ -536,9 +617,16 @@ class PruneStage(Stage):
             have_dedup = True
         elif have_clusters:
             have_dedup = self._complete(DedupStage)
+        have_quality = False
+        if strategy in P.NEEDS_QUALITY:
+            self.require(ScoreStage)
+            have_quality = True
+        elif self.cfg.score.backend != "none":
+            have_quality = self._complete(ScoreStage)
         frame = P.load_scores(
-            self.run_dir, self.shards, self.cfg.io.id_field, have_clusters, have_dedup, self.cfg.cluster.n_buckets
-        )
+            self.run_dir, self.shards, self.cfg.io.id_field, have_clusters, have_dedup, self.cfg.cluster.n_buckets,
+            quality=have_quality,
+        )  # fmt: skip
         centroids = np.load(io.BytesIO(self.run_dir.read_bytes("centroids.npy"))) if have_clusters else None
         result = P.decide(frame, self.cfg, centroids)
         stats.input += result.n
@@ -629,6 +717,7 @@ STAGES: dict[str, type[Stage]] = {
     "fit": FitStage,
     "assign": AssignStage,
     "dedup": DedupStage,
+    "score": ScoreStage,
     "prune": PruneStage,
     "write": WriteStage,
 }

@@ -25,7 +25,17 @@ from clustering.semdedup import kept_fraction_by_eps
 from pipeline.config import load_config
 from pipeline.errors import ShardError
 from pipeline.runner import run_pipeline
-from pipeline.stages import STAGES, AssignStage, DedupStage, EmbedStage, FitStage, PruneStage, WriteStage
+from pipeline.stages import (
+    STAGES,
+    AssignStage,
+    DedupStage,
+    EmbedStage,
+    FitStage,
+    PruneStage,
+    ScoreStage,
+    WriteStage,
+)  # fmt: skip
+from scorers.base import QUALITY_SCHEMA
 
 ALL = list(STAGES)
 K = 4
@@ -82,6 +92,7 @@ CURATED_TYPES = {
     "dist_to_centroid": pa.float32(),
     "dup_max_sim": pa.float32(),
     "dup_of": pa.string(),
+    **{f.name: f.type for f in QUALITY_SCHEMA},  # score.backend=heuristic by default
     "keep": pa.bool_(),
     "drop_reason": pa.string(),
 }
@@ -152,6 +163,7 @@ def record_all(monkeypatch) -> dict[str, list[str]]:
         "fit": record_calls(monkeypatch, FitStage, "process_unit"),
         "assign": record_calls(monkeypatch, AssignStage, "process_shard"),
         "dedup": record_calls(monkeypatch, DedupStage, "process_unit"),
+        "score": record_calls(monkeypatch, ScoreStage, "process_shard"),
         "prune": record_calls(monkeypatch, PruneStage, "process_unit"),
         "write": record_calls(monkeypatch, WriteStage, "process_shard"),
     }
@@ -445,9 +457,9 @@ def test_changing_only_prune_reruns_only_prune_and_write(base, rerun, monkeypatc
     t0 = time.perf_counter()
     out = rerun(*sets)  # every stage asked for, as `winnow run` does
     seconds = time.perf_counter() - t0
-    assert calls == {"embed": [], "fit": [], "assign": [], "dedup": [], "prune": ["all"], "write": STEMS}
+    assert calls == {"embed": [], "fit": [], "assign": [], "dedup": [], "score": [], "prune": ["all"], "write": STEMS}
     after = {s: marker_mtimes(out, s) for s in ALL}
-    for s in ("embed", "fit", "assign", "dedup"):
+    for s in ("embed", "fit", "assign", "dedup", "score"):
         assert after[s] == out_before[s], s  # copytree keeps mtimes: untouched
     for s in ("prune", "write"):
         assert all(after[s][u] > out_before[s][u] for u in after[s]), s
@@ -496,16 +508,15 @@ def test_overwrite_redoes_everything(base, rerun, monkeypatch):
     calls = record_all(monkeypatch)
     out = rerun(overwrite=True)
     assert calls == {
-        "embed": STEMS, "fit": ["all"], "assign": STEMS, "dedup": ["00000", "00001"], "prune": ["all"],
-        "write": STEMS,
+        "embed": STEMS, "fit": ["all"], "assign": STEMS, "dedup": ["00000", "00001"], "score": STEMS,
+        "prune": ["all"], "write": STEMS,
     }  # fmt: skip
     assert curated_bytes(out) == base.files
 
 
 def test_fewer_buckets_in_an_existing_run_dir(base, rerun):
-    """Lowering ``cluster.n_buckets`` in an existing run dir: the stale ``dedup/00001.parquet`` (old assignments)
-    is joined along with the new ``dedup/00000.parquet``, so prune decides over 172 rows instead of 120 and every
-    shard fails in write with "decisions/<stem>.parquet does not match the shard's rows"."""
+    """Lowering ``cluster.n_buckets`` in an existing run dir leaves a stale ``dedup/00001.parquet``; prune must read
+    only the current buckets (it once joined both and decided over 172 rows instead of 120)."""
     out = rerun("cluster.n_buckets=1")  # refit, reassign, rededup into one bucket; dedup/00001.parquet is stale
     f = curated(out)
     assert f.height == N_VALID

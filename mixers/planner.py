@@ -1,0 +1,959 @@
+"""The mixture planner: pools + budget + law → ``mixture_plan.json`` (DESIGN §3.7–3.10).
+
+**Pools.** Only kept rows (``keep == True``) are in pools. A pool is a quality bucket × a domain:
+
+* quality buckets (``mix.pools.quality``): ``quantiles`` of ``quality_score`` over the kept documents, labelled
+  ``q1`` (lowest) .. ``q<n>`` (highest), a document going to ``q<i>`` with ``i = 1 + #edges strictly below its
+  score``; or the DataMan levels of ``quality_overall`` (``overall_1`` .. ``overall_5``); or ``none``. **When the
+  curated shards have no quality column** (quality scoring has not run) **there is one bucket, ``all``**, and the
+  plan says so in ``warnings`` and ``pool_definition.quality.reason``. A kept row without a score goes to the
+  lowest bucket (counted in ``warnings``).
+* domains (``mix.pools.domain``): the values of a column (``source`` by default, or ``quality_domain``), null
+  being ``unknown``; or one domain ``all``.
+
+Per pool: ``documents`` (kept rows), ``unique_tokens`` (Σ tokens of its rows) and ``pass_tokens`` (Σ tokens ×
+``repeat``: one pass over the pool as the selection defined it; equal to ``unique_tokens`` without a ``repeat``
+column). Tokens are whitespace words (regex ``\\S+``) by default, or a local tokenizer's token count.
+
+**Candidates.** Quality buckets are ranked by the law's ``b`` (most negative first; ties keep quality order), and
+the candidates are the unions of the top m buckets, m = 1..M, every domain of a bucket included. The Goyal et al.
+(2024) union law (:func:`mixers.laws.goyal_union_error`, in token units: ``n`` = the budget, ``E_i`` = a bucket's
+unique tokens) predicts each candidate's error. The law does not see domains or phases: it scores the union at
+the whole budget. Each candidate also records Muennighoff et al.'s effective tokens ``D'`` of repeating its unique
+tokens (and the predicted loss when ``mix.model_params`` is known), as context.
+
+**Allocation.** Within a union, tokens go to pools in proportion to their unique tokens (so every pool of the
+base phase is repeated equally often, and the union behaves as the one pool the law assumes). With
+``mix.upsample.domains`` there are two phases: ``base`` over tokens ``[0, T)`` with ``T = round((1 − fraction)
+· budget)``, then ``upsample`` over ``[T, budget)``, where pools of the upsampled domains have weight
+``unique_tokens · factor`` (renormalised). Without upsampled domains there is one phase, ``base``. Each phase's
+tokens are split into whole tokens by largest remainder, so the pools' tokens sum exactly to each phase and the
+phases to the budget.
+
+**Choice.** A pool's ``unique_epochs`` (its tokens / its unique tokens) may be fractional and must not exceed
+``mix.max_repeats``; ``epochs`` (its tokens / its pass tokens: the passes the loader makes) is never larger. The
+plan takes the candidate with the lowest predicted error among those within the cap (the smallest m on ties). When
+the law's own best exceeds the cap, ``choice.cap_binds`` is true and the chosen union is a larger one. If even
+all the data exceeds the cap, no plan is made (:class:`PlanError`).
+
+In the law's regime (``s_0 = a·min(E, n)/1e5 > 1``) a smaller budget never chooses a larger union than a bigger
+budget (filter hard at small compute, keep more at large compute); outside it the choice is not reliable and the
+plan warns.
+
+**The plan** (``<run>/mixture_plan.json``, keys in this order)::
+
+    format            "winnow.mixture_plan/1"
+    winnow_version, config_hash (of <run>/config.resolved.yaml), seed (for the loader)
+    budget            {tokens, source, flops, model_params}
+    max_repeats
+    token_count       {method, ...}: how the loader must count tokens to follow the plan
+    law               {name, reference, unit, a: {value, source}, d: {value, source}, tau_scaling, b_mean,
+                       buckets: [{quality_bucket, quality_rank, b, tau, source}]}
+    pool_definition   {keep_column, repeat_column, text_column, quality: {kind, column, edges, ...},
+                       domain: {column, null}}: how a curated row maps to its pool
+    shards            [{path (relative to the run), rows, kept_rows}]
+    candidates        [{m, quality_buckets, pools, documents, unique_tokens, unique_epochs, s0, in_regime,
+                        predicted_error, effective_tokens, muennighoff_loss, max_unique_epochs, max_unique_epochs_pool,
+                        within_cap, law_best, chosen, note}]
+    choice            {m, quality_buckets, predicted_error, law_best_m, cap_binds, reason}
+    phases            [{name, start_token, end_token, tokens, (domains, factor, fraction)}]
+    pools             [{pool, quality_bucket, quality_rank, domain, chosen, documents, unique_tokens, pass_tokens,
+                        tokens, epochs, unique_epochs, phase_tokens: {phase: n}, phase_weights: {phase: w}}]
+    warnings          [str]
+
+The plan holds no timestamp and no absolute path of the run, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+
+from mixers.config import GOYAL_REFERENCE, GOYAL_REFERENCE_A, GOYAL_REFERENCE_D, MixSection, default_bucket_law
+from mixers.laws import GOYAL_NORMALIZER, effective_data, goyal_union_error, muennighoff_loss
+from pipeline.errors import ConfigError, ShardError
+
+__all__ = [
+    "PLAN_FILE",
+    "PLAN_FORMAT",
+    "POOL_COLUMNS",
+    "BucketParams",
+    "PlanError",
+    "PoolStats",
+    "ResolvedLaw",
+    "build_plan",
+    "plan_json",
+    "plan_mixture",
+    "pool_stats",
+    "resolve_law",
+    "write_plan",
+]
+
+PLAN_FORMAT = "winnow.mixture_plan/1"
+PLAN_FILE = "mixture_plan.json"
+#: Columns of a pool-statistics frame, the planner's input.
+POOL_COLUMNS = ("quality_bucket", "quality_rank", "domain", "documents", "unique_tokens", "pass_tokens")
+ALL = "all"
+NULL_DOMAIN = "unknown"
+BASE, UPSAMPLE = "base", "upsample"
+KEEP, REPEAT = "keep", "repeat"
+QUALITY_SCORE, QUALITY_OVERALL = "quality_score", "quality_overall"
+#: Candidates needing more epochs than this are not evaluated (the law's cost grows with the epochs).
+MAX_EVAL_EPOCHS = 100_000
+WHITESPACE_RULE = r"number of regex \S+ matches in the text (whitespace-separated words); null text = 0"
+LAW_REFERENCE = "Goyal et al. 2024, Scaling Laws for Data Filtering (CVPR 2024): union of the top m buckets"
+
+
+class PlanError(ConfigError):
+    """No plan can be made from this run and these settings (no shards, no kept rows, a budget the cap forbids)."""
+
+
+# =============================================================================================================
+# The law's parameters per quality bucket
+# =============================================================================================================
+@dataclass(frozen=True)
+class BucketParams:
+    """Goyal et al. parameters of one quality bucket and where they came from.
+
+    Args:
+        quality_bucket: The bucket's label (``q4``, ``overall_5``, ``all``).
+        quality_rank: 1 = highest quality.
+        b: Utility exponent (< 0).
+        tau: Half-life in repetitions (> 0).
+        source: ``"config (mix.law.buckets)"``, ``"fitted: <path>"`` or ``"default (...)"``.
+    """
+
+    quality_bucket: str
+    quality_rank: int
+    b: float
+    tau: float
+    source: str
+
+
+@dataclass(frozen=True)
+class ResolvedLaw:
+    """The Goyal et al. law the planner uses, every parameter labelled with its source.
+
+    Args:
+        a: Shared sample-efficiency scale (per token).
+        a_source: Where ``a`` came from.
+        d: Shared error floor.
+        d_source: Where ``d`` came from.
+        buckets: One :class:`BucketParams` per quality bucket, best first.
+        tau_scaling: ``"pools"`` or ``"none"`` (see :func:`mixers.laws.union_exponents`).
+        b_mean: ``"pools"`` or ``"samples"``.
+        warnings: Things the user should know about the resolution (defaults used, unmatched names).
+    """
+
+    a: float
+    a_source: str
+    d: float
+    d_source: str
+    buckets: tuple[BucketParams, ...]
+    tau_scaling: str = "pools"
+    b_mean: str = "pools"
+    warnings: tuple[str, ...] = field(default=())
+
+    def bucket(self, label: str) -> BucketParams:
+        """The parameters of the bucket ``label``."""
+        for p in self.buckets:
+            if p.quality_bucket == label:
+                return p
+        have = ", ".join(p.quality_bucket for p in self.buckets)
+        msg = f"the law has no parameters for quality bucket {label!r} (it has {have})"
+        raise PlanError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan's ``law`` section."""
+        return {
+            "name": "goyal",
+            "reference": LAW_REFERENCE,
+            "unit": "tokens",
+            "a": {"value": self.a, "source": self.a_source},
+            "d": {"value": self.d, "source": self.d_source},
+            "tau_scaling": self.tau_scaling,
+            "b_mean": self.b_mean,
+            "buckets": [
+                {"quality_bucket": p.quality_bucket, "quality_rank": p.quality_rank, "b": p.b, "tau": p.tau,
+                 "source": p.source}
+                for p in self.buckets
+            ],
+        }  # fmt: skip
+
+
+def _read_fitted(path: str) -> tuple[float, float, dict[str, tuple[float, float]], list[str]]:
+    """Read ``winnow laws fit --law goyal --json`` output (or a bare GoyalParams dict): a, d, {name: (b, tau)}."""
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        msg = f"mix.law.fitted: no such file: {path}"
+        raise ConfigError(msg) from None
+    except (OSError, ValueError) as e:
+        msg = f"mix.law.fitted: {path}: not a JSON file ({e})"
+        raise ConfigError(msg) from None
+    notes: list[str] = []
+    if isinstance(data, dict) and "params" in data:
+        if data.get("law", "goyal") != "goyal":
+            msg = f"mix.law.fitted: {path} is a fit of the {data.get('law')!r} law; the planner needs a goyal fit"
+            raise ConfigError(msg)
+        if data.get("success") is False:
+            notes.append(f"the fit in {path} did not converge ({data.get('message', '')}); its parameters are used")
+        data = data["params"]
+    try:
+        a, d = float(data["a"]), float(data["d"])
+        pools = {str(p.get("name", "")): (float(p["b"]), float(p["tau"])) for p in data["pools"]}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        msg = (
+            f"mix.law.fitted: {path}: expected the JSON of `winnow laws fit --law goyal --json` "
+            '(or {"a", "d", "pools": [{"name", "b", "tau"}]})'
+        )
+        raise ConfigError(msg) from None
+    if not (math.isfinite(a) and a > 0 and math.isfinite(d) and d >= 0):
+        msg = f"mix.law.fitted: {path}: a must be > 0 and d >= 0, got a={a}, d={d}"
+        raise ConfigError(msg)
+    for name, (b, tau) in pools.items():
+        if not (math.isfinite(b) and b < 0 and math.isfinite(tau) and tau > 0):
+            msg = f"mix.law.fitted: {path}: pool {name!r} needs b < 0 and tau > 0, got b={b}, tau={tau}"
+            raise ConfigError(msg)
+    return a, d, pools, notes
+
+
+def resolve_law(mix: MixSection, buckets: Sequence[tuple[str, int]], n_buckets: int | None = None) -> ResolvedLaw:
+    """Resolve the law's parameters for these buckets: ``mix.law`` first, then ``mix.law.fitted``, then defaults.
+
+    Args:
+        mix: The mix config.
+        buckets: ``(label, rank)`` of every quality bucket present, rank 1 = best.
+        n_buckets: How many buckets the pool definition has (for the defaults' interpolation, see
+            :func:`mixers.config.default_bucket_law`); default the largest rank.
+
+    Returns:
+        A :class:`ResolvedLaw` with the buckets best first.
+
+    Raises:
+        ConfigError: The fitted file is missing or malformed.
+    """
+    law = mix.law
+    n_buckets = n_buckets or max(r for _, r in buckets)
+    fitted: dict[str, tuple[float, float]] = {}
+    warnings: list[str] = []
+    fa = fd = None
+    if law.fitted:
+        fa, fd, fitted, notes = _read_fitted(law.fitted)
+        warnings.extend(notes)
+    fit_src = f"fitted: {law.fitted}"
+
+    def pick(value: float | None, key: str, fit_value: float | None, default: float, default_src: str):
+        if value is not None:
+            return value, f"config (mix.law.{key})"
+        if fit_value is not None:
+            return fit_value, fit_src
+        return default, default_src
+
+    a, a_src = pick(law.a, "a", fa, GOYAL_REFERENCE_A, f"default ({GOYAL_REFERENCE}: best_a)")
+    d, d_src = pick(law.d, "d", fd, GOYAL_REFERENCE_D, f"default ({GOYAL_REFERENCE}: d_value)")
+    params = []
+    for label, rank in sorted(buckets, key=lambda t: t[1]):
+        if label in law.buckets:
+            p = law.buckets[label]
+            params.append(BucketParams(label, rank, p.b, p.tau, f"config (mix.law.buckets.{label})"))
+        elif label in fitted:
+            b, tau = fitted[label]
+            params.append(BucketParams(label, rank, b, tau, fit_src))
+        else:
+            b, tau, src = default_bucket_law(rank, n_buckets)
+            params.append(BucketParams(label, rank, b, tau, src))
+            if law.fitted:
+                warnings.append(f"{law.fitted} has no pool named {label!r}: its b and tau are defaults")
+    labels = {label for label, _ in buckets}
+    unknown = sorted(set(law.buckets) - labels)
+    if unknown:
+        warnings.append(
+            f"mix.law.buckets has {', '.join(unknown)}, not a quality bucket here ({', '.join(sorted(labels))})"
+        )
+    defaults = (["a"] if a_src.startswith("default") else []) + (["d"] if d_src.startswith("default") else [])
+    defaults += [f"b, tau of {p.quality_bucket}" for p in params if p.source.startswith("default")]
+    if defaults:
+        warnings.append(
+            f"law parameters {'; '.join(defaults)} are defaults fitted by Goyal et al. 2024 on image-text data, not "
+            "on your corpus: fit them to proxy runs with `winnow laws fit --law goyal --json` and set mix.law.fitted"
+        )
+    return ResolvedLaw(a, a_src, d, d_src, tuple(params), mix.tau_scaling, mix.b_mean, tuple(warnings))
+
+
+# =============================================================================================================
+# The optimiser: pure functions over a pool-statistics frame
+# =============================================================================================================
+def _check_pools(pools: pl.DataFrame) -> pl.DataFrame:
+    missing = [c for c in POOL_COLUMNS if c not in pools.columns]
+    if missing:
+        msg = f"pool statistics lack column(s) {', '.join(missing)}; available: {', '.join(pools.columns) or '(none)'}"
+        raise ValueError(msg)
+    pools = pools.select(
+        pl.col("quality_bucket").cast(pl.String),
+        pl.col("quality_rank").cast(pl.Int64),
+        pl.col("domain").cast(pl.String),
+        pl.col("documents").cast(pl.Int64),
+        pl.col("unique_tokens").cast(pl.Int64),
+        pl.col("pass_tokens").cast(pl.Int64),
+    )
+    if pools.select(pl.any_horizontal(pl.all().is_null()).any()).item():
+        raise ValueError("pool statistics have null values")
+    if pools.select(pl.struct("quality_bucket", "domain").is_duplicated().any()).item():
+        raise ValueError("pool statistics have more than one row for a (quality_bucket, domain)")
+    pairs = pools.select("quality_bucket", "quality_rank").unique()
+    if pairs["quality_bucket"].n_unique() != pairs.height or pairs["quality_rank"].n_unique() != pairs.height:
+        raise ValueError("every quality bucket needs exactly one quality_rank, and every rank one bucket")
+    if pools.filter((pl.col("unique_tokens") < 0) | (pl.col("pass_tokens") < pl.col("unique_tokens"))).height:
+        raise ValueError("pool statistics need 0 <= unique_tokens <= pass_tokens")
+    return pools
+
+
+def _round_to_total(x: np.ndarray, total: int) -> np.ndarray:
+    """Whole numbers summing to ``total`` by largest remainder (ties to the earlier entry)."""
+    if total == 0 or x.size == 0:
+        return np.zeros(x.size, dtype=np.int64)
+    base = np.floor(x).astype(np.int64)
+    short = int(total - base.sum())
+    if short > 0:
+        order = np.argsort(-(x - base), kind="stable")
+        base[order[:short]] += 1
+    elif short < 0:  # floating-point excess: take from the smallest remainders
+        order = np.argsort(x - base, kind="stable")
+        base[order[:-short]] -= 1
+    return base
+
+
+def _allocate(unique: np.ndarray, upsampled: np.ndarray, base_tokens: int, up_tokens: int, factor: float):
+    """Phase weights and whole tokens per pool: base ∝ unique tokens; upsample ∝ unique tokens × factor."""
+    w_base = unique / unique.sum()
+    w_up = unique * np.where(upsampled, factor, 1.0)
+    w_up = w_up / w_up.sum()
+    t_base = _round_to_total(w_base * base_tokens, base_tokens)
+    return w_base, w_up, t_base, _round_to_total(w_up * up_tokens, up_tokens)
+
+
+def _num(x: float) -> float | int:
+    """A JSON-friendly number: Python int for whole numbers held as ints, float otherwise."""
+    return int(x) if isinstance(x, (int, np.integer)) else float(x)
+
+
+def _budget(mix: MixSection, budget_tokens: int | None) -> tuple[int, str]:
+    if budget_tokens is not None:
+        if budget_tokens < 1 or int(budget_tokens) != budget_tokens:
+            msg = f"the budget must be a whole number of tokens >= 1, got {budget_tokens}"
+            raise PlanError(msg)
+        return int(budget_tokens), "argument"
+    try:
+        tokens, source = mix.resolved_budget()
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    if tokens is None:
+        msg = "no budget: set mix.budget_tokens (or --budget-tokens), or mix.flops with mix.model_params"
+        raise PlanError(msg)
+    return tokens, source
+
+
+def plan_mixture(
+    pools: pl.DataFrame,
+    mix: MixSection,
+    *,
+    law: ResolvedLaw | None = None,
+    budget_tokens: int | None = None,
+    n_quality_buckets: int | None = None,
+) -> dict[str, Any]:
+    """Choose pools, repeats and phases for a budget (module doc): the core of the mixture plan.
+
+    Args:
+        pools: Pool statistics with ``POOL_COLUMNS`` (one row per quality bucket × domain).
+        mix: The mix config (budget, cap, upsampling, law settings).
+        law: The law's parameters; default :func:`resolve_law` of ``mix`` for the buckets in ``pools``.
+        budget_tokens: The budget; default ``mix.budget_tokens`` or ``mix.flops / (6 · mix.model_params)``.
+        n_quality_buckets: Buckets in the pool definition, for the default parameters (default the largest rank).
+
+    Returns:
+        A JSON-ready dict with ``budget``, ``max_repeats``, ``law``, ``candidates``, ``choice``, ``phases``,
+        ``pools`` and ``warnings`` (layout in the module doc).
+
+    Raises:
+        PlanError: No budget, no tokens, or a budget that even all the pools cannot cover within the cap.
+        ValueError: Malformed pool statistics.
+    """
+    pools = _check_pools(pools)
+    budget, budget_source = _budget(mix, budget_tokens)
+    warnings: list[str] = []
+    empty = pools.filter(pl.col("unique_tokens") == 0)
+    if empty.height:
+        names = ", ".join(f"{b}/{d}" for b, d in empty.select("quality_bucket", "domain").iter_rows())
+        warnings.append(f"pool(s) with no tokens left out: {names}")
+        pools = pools.filter(pl.col("unique_tokens") > 0)
+    if pools.height == 0:
+        raise PlanError("no pool has any tokens: nothing to plan")
+    pools = pools.sort(["quality_rank", "domain"])
+    buckets = (
+        pools.group_by("quality_bucket", "quality_rank")
+        .agg(pl.col("unique_tokens").sum(), pl.col("documents").sum(), pl.len().alias("pools"))
+        .sort("quality_rank")
+    )
+    labels = buckets["quality_bucket"].to_list()
+    if law is None:
+        law = resolve_law(mix, list(zip(labels, buckets["quality_rank"].to_list(), strict=True)), n_quality_buckets)
+    warnings.extend(law.warnings)
+    bs = np.array([law.bucket(lb).b for lb in labels])
+    taus = np.array([law.bucket(lb).tau for lb in labels])
+    bucket_unique = buckets["unique_tokens"].to_numpy().astype(np.float64)
+    bucket_docs = buckets["documents"].to_numpy()
+    order = np.argsort(bs, kind="stable")  # most negative b first; ties keep quality order
+
+    # --- phases
+    up = mix.upsample
+    upsampling = bool(up.domains)
+    base_tokens = math.floor(budget * (1.0 - up.fraction) + 0.5) if upsampling else budget
+    up_tokens = budget - base_tokens
+    domains_all = set(pools["domain"].to_list())
+    if upsampling:
+        if not 0.1 <= up.fraction <= 0.2:
+            warnings.append(
+                f"mix.upsample.fraction = {up.fraction:g} is outside 0.1-0.2, the range Blakeney et al. 2024 studied"
+            )
+        absent = [d for d in up.domains if d not in domains_all]
+        if absent:
+            have = ", ".join(sorted(domains_all))
+            warnings.append(f"mix.upsample.domains {', '.join(absent)} not among the pools' domains ({have})")
+
+    pool_names = [f"{b}/{d}" for b, d in pools.select("quality_bucket", "domain").iter_rows()]
+    pool_bucket = np.array([labels.index(b) for b in pools["quality_bucket"].to_list()])
+    unique = pools["unique_tokens"].to_numpy().astype(np.float64)
+    upsampled = np.array([d in set(up.domains) for d in pools["domain"].to_list()])
+    cap = mix.max_repeats
+
+    candidates: list[dict[str, Any]] = []
+    allocations = []
+    for m in range(1, len(labels) + 1):
+        members = order[:m]
+        inside = np.isin(pool_bucket, members)
+        size = float(bucket_unique[members].sum())
+        w_base, w_up, t_base, t_up = _allocate(unique[inside], upsampled[inside], base_tokens, up_tokens, up.factor)
+        u_epochs = (t_base + t_up) / unique[inside]
+        worst = int(np.argmax(u_epochs))
+        within = bool(u_epochs[worst] <= cap * (1 + 1e-12))
+        epochs = budget / size
+        error = None
+        if epochs <= MAX_EVAL_EPOCHS:
+            sizes, b_m, tau_m = bucket_unique[members], bs[members], taus[members]
+            error = float(goyal_union_error(budget, sizes, law.a, b_m, tau_m, law.d, law.tau_scaling, law.b_mean))
+        s0 = law.a * min(size, budget) / GOYAL_NORMALIZER
+        loss = None
+        if mix.model_params is not None:
+            loss = float(muennighoff_loss(mix.model_params, budget, size))
+        candidates.append(
+            {
+                "m": m,
+                "quality_buckets": [labels[i] for i in members],
+                "pools": int(inside.sum()),
+                "documents": int(bucket_docs[members].sum()),
+                "unique_tokens": int(round(size)),
+                "unique_epochs": epochs,
+                "s0": s0,
+                "in_regime": bool(s0 > 1),
+                "predicted_error": error,
+                "effective_tokens": float(effective_data(size, budget)),
+                "muennighoff_loss": loss,
+                "max_unique_epochs": float(u_epochs[worst]),
+                "max_unique_epochs_pool": [n for n, i in zip(pool_names, inside, strict=True) if i][worst],
+                "within_cap": within,
+                "law_best": False,
+                "chosen": False,
+                "note": "",
+            }
+        )
+        allocations.append((inside, w_base, w_up, t_base, t_up))
+
+    evaluated = [c for c in candidates if c["predicted_error"] is not None]
+    feasible = [c for c in evaluated if c["within_cap"]]
+    if not feasible:
+        total = int(unique.sum())
+        msg = (
+            f"a budget of {budget:,} tokens cannot be met within mix.max_repeats = {cap:g}: even all "
+            f"{len(labels)} quality bucket(s) ({total:,} unique tokens) would repeat pool "
+            f"{candidates[-1]['max_unique_epochs_pool']} {candidates[-1]['max_unique_epochs']:.4g} times. Lower the "
+            "budget, raise mix.max_repeats, lower mix.upsample.factor, or keep more documents"
+        )
+        raise PlanError(msg)
+    law_best = min(evaluated, key=lambda c: (c["predicted_error"], c["m"]))
+    chosen = min(feasible, key=lambda c: (c["predicted_error"], c["m"]))
+    law_best["law_best"] = True
+    chosen["chosen"] = True
+    for c in candidates:
+        c["note"] = _note(c, chosen, cap)
+    cap_binds = law_best is not chosen
+    if cap_binds:
+        reason = (
+            f"the law's best union, top {law_best['m']} ({', '.join(law_best['quality_buckets'])}; predicted error "
+            f"{law_best['predicted_error']:.6g}), would repeat pool {law_best['max_unique_epochs_pool']} "
+            f"{law_best['max_unique_epochs']:.4g} times > mix.max_repeats = {cap:g}; top {chosen['m']} "
+            f"({', '.join(chosen['quality_buckets'])}) has the lowest predicted error "
+            f"({chosen['predicted_error']:.6g}) within the cap, so the plan keeps more pools"
+        )
+    else:
+        reason = (
+            f"top {chosen['m']} ({', '.join(chosen['quality_buckets'])}) has the lowest predicted error "
+            f"({chosen['predicted_error']:.6g}) of the {len(candidates)} candidate(s) and repeats no pool more "
+            f"than {chosen['max_unique_epochs']:.4g} times (mix.max_repeats = {cap:g})"
+        )
+    if not chosen["in_regime"]:
+        warnings.append(
+            f"s_0 = a·min(E, n)/1e5 = {chosen['s0']:.3g} <= 1 for the chosen union: outside the Goyal law's regime "
+            "(there a more negative b predicts a higher error), so the choice between unions is not reliable; fit "
+            "the law (mix.law.fitted) or set mix.law.a for your token counts"
+        )
+
+    inside, w_base, w_up, t_base, t_up = allocations[chosen["m"] - 1]
+    phases = [{"name": BASE, "start_token": 0, "end_token": base_tokens, "tokens": base_tokens}]
+    if upsampling:
+        phases.append(
+            {"name": UPSAMPLE, "start_token": base_tokens, "end_token": budget, "tokens": up_tokens,
+             "domains": list(up.domains), "factor": up.factor, "fraction": up.fraction}
+        )  # fmt: skip
+        if not upsampled[inside].any() or upsampled[inside].all():
+            warnings.append(
+                "the upsampling phase changes nothing: the chosen pools are "
+                + ("all" if upsampled[inside].any() else "none")
+                + " of mix.upsample.domains"
+            )
+    phase_names = [p["name"] for p in phases]
+    out_pools = []
+    j = 0
+    for i, row in enumerate(pools.iter_rows(named=True)):
+        tokens = {BASE: 0, UPSAMPLE: 0}
+        weights = {BASE: 0.0, UPSAMPLE: 0.0}
+        if inside[i]:
+            tokens = {BASE: int(t_base[j]), UPSAMPLE: int(t_up[j])}
+            weights = {BASE: float(w_base[j]), UPSAMPLE: float(w_up[j])}
+            j += 1
+        total = sum(tokens[p] for p in phase_names)
+        out_pools.append(
+            {
+                "pool": pool_names[i],
+                "quality_bucket": row["quality_bucket"],
+                "quality_rank": row["quality_rank"],
+                "domain": row["domain"],
+                "chosen": bool(inside[i]),
+                "documents": row["documents"],
+                "unique_tokens": row["unique_tokens"],
+                "pass_tokens": row["pass_tokens"],
+                "tokens": total,
+                "epochs": total / row["pass_tokens"],
+                "unique_epochs": total / row["unique_tokens"],
+                "phase_tokens": {p: tokens[p] for p in phase_names},
+                "phase_weights": {p: weights[p] for p in phase_names},
+            }
+        )
+    return {
+        "budget": {
+            "tokens": budget,
+            "source": budget_source,
+            "flops": mix.flops,
+            "model_params": mix.model_params,
+        },
+        "max_repeats": _num(cap),
+        "law": law.to_dict(),
+        "candidates": candidates,
+        "choice": {
+            "m": chosen["m"],
+            "quality_buckets": chosen["quality_buckets"],
+            "predicted_error": chosen["predicted_error"],
+            "law_best_m": law_best["m"],
+            "cap_binds": cap_binds,
+            "reason": reason,
+        },
+        "phases": phases,
+        "pools": out_pools,
+        "warnings": warnings,
+    }
+
+
+def _note(c: dict[str, Any], chosen: dict[str, Any], cap: float) -> str:
+    if c["predicted_error"] is None:
+        note = f"not evaluated: {c['unique_epochs']:.4g} epochs of its unique tokens"
+    elif c is chosen:
+        note = "chosen: lowest predicted error within mix.max_repeats"
+        if c["law_best"]:
+            note += " (the law's best)"
+    elif not c["within_cap"]:
+        note = (
+            f"exceeds mix.max_repeats = {cap:g}: pool {c['max_unique_epochs_pool']} would be repeated "
+            f"{c['max_unique_epochs']:.4g} times"
+        )
+    else:
+        diff = c["predicted_error"] - chosen["predicted_error"]
+        note = f"predicted error {diff:+.3g} vs the chosen"
+    if not c["in_regime"]:
+        note += f"; outside the law's regime (s_0 = {c['s0']:.3g} <= 1)"
+    return note
+
+
+# =============================================================================================================
+# Pool statistics from a run directory's curated shards
+# =============================================================================================================
+@dataclass(frozen=True)
+class PoolStats:
+    """Pools of a run's curated shards.
+
+    Args:
+        pools: One row per quality bucket × domain with ``POOL_COLUMNS``, best bucket first.
+        shards: ``{"path", "rows", "kept_rows"}`` per curated shard, ``path`` relative to the run.
+        definition: How a curated row maps to its pool (the plan's ``pool_definition``).
+        token_count: How tokens were counted (the plan's ``token_count``).
+        n_quality_buckets: Buckets in the definition (``n_buckets``, 5 levels, or 1).
+        warnings: Fallbacks and data notes.
+    """
+
+    pools: pl.DataFrame
+    shards: tuple[dict[str, Any], ...]
+    definition: dict[str, Any]
+    token_count: dict[str, Any]
+    n_quality_buckets: int
+    warnings: tuple[str, ...]
+
+
+def _token_counter(path: str) -> Callable[[list[str]], list[int]]:
+    """Token counts of texts with a local tokenizer (``tokenizer.json`` via ``tokenizers``, else transformers)."""
+    from pathlib import Path
+
+    p = Path(path)
+    file = p / "tokenizer.json" if p.is_dir() else p
+    if not p.exists():
+        msg = f"mix.token_count.tokenizer: no such file or directory: {path}"
+        raise ConfigError(msg)
+    if file.is_file() and file.suffix == ".json":
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:  # pragma: no cover - tokenizers comes with sentence-transformers
+            msg = "counting tokens with a tokenizer needs the tokenizers package: pip install tokenizers"
+            raise ImportError(msg) from e
+        tok = Tokenizer.from_file(str(file))
+        tok.no_truncation()
+        tok.no_padding()
+        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as e:  # pragma: no cover
+        msg = f"{path} has no tokenizer.json; loading it needs transformers: pip install transformers"
+        raise ImportError(msg) from e
+    try:
+        hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    except (OSError, ValueError) as e:
+        msg = f"mix.token_count.tokenizer: cannot load a tokenizer from {path}: {e}"
+        raise ConfigError(msg) from None
+    return lambda texts: [len(ids) for ids in hf(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _scan(rd, rel: str) -> pl.LazyFrame:
+    protocol = rd.fs.protocol
+    if "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
+        return pl.scan_parquet(rd._p(rel))
+    import pyarrow.dataset as ds
+
+    return pl.scan_pyarrow_dataset(ds.dataset(rd._p(rel), filesystem=rd.fs, format="parquet"))
+
+
+def _presence(schemas: dict[str, Any], column: str) -> list[str]:
+    return [rel for rel, schema in schemas.items() if column in schema]
+
+
+def pool_stats(
+    run_dir: str, mix: MixSection, *, text_field: str = "text", storage_options: dict[str, Any] | None = None
+) -> PoolStats:
+    """Count documents and tokens per pool over ``<run_dir>/curated/*.parquet`` (kept rows only).
+
+    Args:
+        run_dir: The run directory (local path or fsspec URL).
+        mix: The mix config (``pools``, ``token_count``).
+        text_field: The text column (``io.text_field``; default ``text``).
+        storage_options: fsspec options of a remote run directory.
+
+    Returns:
+        The :class:`PoolStats`.
+
+    Raises:
+        PlanError: No run directory, no curated shards, missing columns, no kept rows.
+        ShardError: A shard cannot be read or holds invalid values.
+    """
+    from pipeline.rundir import RunDir
+
+    rd = RunDir(run_dir, storage_options)
+    if not rd.fs.isdir(rd.path):
+        msg = f"run directory not found: {run_dir}"
+        raise PlanError(msg)
+    names = [n for n in rd.listdir("curated") if n.endswith(".parquet")]
+    if not names:
+        msg = f"no curated shards in {rd.url_of('curated')}: run `winnow run` (or `winnow write`) on this run first"
+        raise PlanError(msg)
+    rels = [f"curated/{n}" for n in names]
+    scans, schemas = {}, {}
+    for rel in rels:
+        try:
+            scans[rel] = _scan(rd, rel)
+            schemas[rel] = scans[rel].collect_schema()
+        except Exception as e:  # polars/pyarrow raise many kinds for a corrupt file
+            raise ShardError(rel, f"cannot read: {e}") from None
+    warnings: list[str] = []
+    for rel, schema in schemas.items():
+        for column in (KEEP, text_field):
+            if column not in schema:
+                msg = f"{rel}: no {column!r} column (columns: {', '.join(schema.names())})"
+                raise PlanError(msg)
+
+    # --- which quality and domain columns
+    quality = mix.pools.quality
+    q_column = {"quantiles": QUALITY_SCORE, "dataman_levels": QUALITY_OVERALL}.get(quality)
+    reason = "mix.pools.quality = none"
+    if q_column is not None:
+        have = _presence(schemas, q_column)
+        if not have:
+            reason = f"the curated shards have no {q_column} column (quality scoring has not run)"
+            warnings.append(f"{reason}: one quality bucket, {ALL!r}")
+            quality, q_column = "none", None
+        elif len(have) < len(schemas):
+            missing = [r for r in schemas if r not in have]
+            msg = f"{q_column} is in {len(have)} of {len(schemas)} curated shards (missing from {', '.join(missing)})"
+            raise PlanError(msg)
+    d_column: str | None = None if mix.pools.domain == "none" else mix.pools.domain
+    if d_column is not None:
+        have = _presence(schemas, d_column)
+        if not have and "domain" not in mix.pools.model_fields_set:
+            warnings.append(f"the curated shards have no {d_column!r} column: one domain, {ALL!r}")
+            d_column = None
+        elif len(have) < len(schemas):
+            missing = [r for r in schemas if r not in have]
+            available = sorted(set().union(*(s.names() for s in schemas.values())))
+            msg = (
+                f"mix.pools.domain = {d_column!r} is missing from {', '.join(missing)} "
+                f"(columns: {', '.join(available)}; or set mix.pools.domain=none)"
+            )
+            raise PlanError(msg)
+
+    # --- row counts
+    def rep_expr(rel: str) -> pl.Expr:
+        if REPEAT in schemas[rel]:
+            return pl.col(REPEAT).cast(pl.Int64).fill_null(1)
+        return pl.lit(1, dtype=pl.Int64)
+
+    def kept_expr(rel: str) -> pl.Expr:
+        return pl.col(KEEP).fill_null(False) & (rep_expr(rel) > 0)
+
+    shards = []
+    for rel, lf in scans.items():
+        try:
+            counts = lf.select(
+                pl.len().alias("rows"), kept_expr(rel).sum().alias("kept"), (rep_expr(rel) < 0).sum().alias("neg")
+            ).collect()
+        except Exception as e:
+            raise ShardError(rel, f"cannot read: {e}") from None
+        if counts["neg"][0]:
+            raise ShardError(rel, f"{counts['neg'][0]} row(s) with a negative {REPEAT!r}")
+        shards.append({"path": rel, "rows": int(counts["rows"][0]), "kept_rows": int(counts["kept"][0])})
+    if sum(s["kept_rows"] for s in shards) == 0:
+        msg = f"no kept rows (keep == true) in the {len(shards)} curated shard(s) of {run_dir}: nothing to plan"
+        raise PlanError(msg)
+
+    # --- quality buckets
+    if quality == "quantiles":
+        n = mix.pools.n_buckets
+        score = pl.col(QUALITY_SCORE).cast(pl.Float64).fill_nan(None)
+        kept_scores = pl.concat([lf.filter(kept_expr(rel)).select(score) for rel, lf in scans.items()])
+        qs = [i / n for i in range(1, n)]
+        edges: list[float] = []
+        if qs:
+            row = kept_scores.select(
+                [pl.col(QUALITY_SCORE).quantile(q, interpolation="linear").alias(str(i)) for i, q in enumerate(qs)]
+            ).collect()
+            edges = [row[str(i)][0] for i in range(len(qs))]
+        if qs and any(e is None for e in edges):  # every kept score is null
+            warnings.append(f"no kept document has a {QUALITY_SCORE}: one quality bucket, {ALL!r}")
+            quality, reason = "none", f"every kept {QUALITY_SCORE} is null"
+        else:
+            idx = pl.sum_horizontal([(score > e).cast(pl.Int64) for e in edges]) + 1 if edges else pl.lit(1, pl.Int64)
+            bucket = pl.concat_str(pl.lit("q"), idx.cast(pl.String))
+            rank = n + 1 - idx
+            q_null = score.is_null()
+            n_buckets = n
+            definition_q = {
+                "kind": "quantiles", "column": QUALITY_SCORE, "n_buckets": n, "edges": [float(e) for e in edges],
+                "labels": [f"q{i}" for i in range(1, n + 1)],
+                "rule": "q<i> with i = 1 + the number of edges strictly below the score (q1 lowest); a null or NaN "
+                "score is q1",
+            }  # fmt: skip
+    if quality == "dataman_levels":
+        level = pl.col(QUALITY_OVERALL).cast(pl.Int64)
+        bucket = pl.concat_str(pl.lit("overall_"), level.fill_null(1).cast(pl.String))
+        rank = 6 - level.fill_null(1)
+        q_null = level.is_null()
+        n_buckets = 5
+        definition_q = {
+            "kind": "dataman_levels", "column": QUALITY_OVERALL, "labels": [f"overall_{i}" for i in range(1, 6)],
+            "rule": "overall_<level> (overall_5 highest); a null level is overall_1",
+        }  # fmt: skip
+    if quality == "none":
+        bucket, rank, q_null, n_buckets = pl.lit(ALL), pl.lit(1, pl.Int64), pl.lit(False), 1
+        definition_q = {"kind": "none", "label": ALL, "reason": reason}
+    domain = pl.col(d_column).cast(pl.String).fill_null(NULL_DOMAIN) if d_column else pl.lit(ALL)
+
+    # --- tokens and aggregation per shard
+    tc = mix.token_count
+    counter = _token_counter(tc.tokenizer) if tc.method == "tokenizer" else None
+    parts = []
+    for rel, lf in scans.items():
+        kept = lf.filter(kept_expr(rel)).select(
+            pl.col(text_field).cast(pl.String).alias("_text"),
+            bucket.alias("quality_bucket"),
+            rank.cast(pl.Int64).alias("quality_rank"),
+            domain.alias("domain"),
+            rep_expr(rel).alias("_rep"),
+            q_null.alias("_qnull"),
+        )
+        try:
+            if counter is None:
+                kept = kept.with_columns(pl.col("_text").str.count_matches(r"\S+").fill_null(0).alias("_tokens"))
+            else:
+                frame = kept.collect()
+                texts = frame["_text"].fill_null("").to_list()
+                counts: list[int] = []
+                for i in range(0, len(texts), tc.batch_size):
+                    counts.extend(counter(texts[i : i + tc.batch_size]))
+                kept = frame.with_columns(pl.Series("_tokens", counts, dtype=pl.Int64)).lazy()
+            agg = (
+                kept.group_by("quality_bucket", "quality_rank", "domain")
+                .agg(
+                    pl.len().cast(pl.Int64).alias("documents"),
+                    pl.col("_tokens").cast(pl.Int64).sum().alias("unique_tokens"),
+                    (pl.col("_tokens").cast(pl.Int64) * pl.col("_rep")).sum().alias("pass_tokens"),
+                    pl.col("_qnull").cast(pl.Int64).sum().alias("_qnull"),
+                )
+                .collect()
+            )
+        except pl.exceptions.PolarsError as e:
+            raise ShardError(rel, f"cannot count pools: {e}") from None
+        if quality == "dataman_levels":
+            bad = agg.filter((pl.col("quality_rank") < 1) | (pl.col("quality_rank") > 5))
+            if bad.height:
+                raise ShardError(rel, f"{QUALITY_OVERALL} must be 1..5, got {', '.join(bad['quality_bucket'])}")
+        parts.append(agg)
+    pools = (
+        pl.concat(parts)
+        .group_by("quality_bucket", "quality_rank", "domain")
+        .agg(pl.col("documents", "unique_tokens", "pass_tokens", "_qnull").sum())
+        .sort("quality_rank", "domain")
+    )
+    n_null = int(pools["_qnull"].sum())
+    if n_null and quality != "none":
+        lowest = "q1" if quality == "quantiles" else "overall_1"
+        warnings.append(f"{n_null} kept document(s) without a quality score counted in the lowest bucket, {lowest}")
+    if tc.method == "tokenizer":
+        token_count = {"method": "tokenizer", "tokenizer": tc.tokenizer, "special_tokens": False}
+    else:
+        token_count = {"method": "whitespace", "rule": WHITESPACE_RULE}
+    definition = {
+        "keep_column": KEEP,
+        "repeat_column": REPEAT if _presence(schemas, REPEAT) else None,
+        "text_column": text_field,
+        "quality": definition_q,
+        "domain": {"column": d_column, "null": NULL_DOMAIN} if d_column else {"column": None, "label": ALL},
+    }
+    return PoolStats(
+        pools=pools.select(POOL_COLUMNS),
+        shards=tuple(shards),
+        definition=definition,
+        token_count=token_count,
+        n_quality_buckets=n_buckets,
+        warnings=tuple(warnings),
+    )
+
+
+# =============================================================================================================
+# The whole plan, written atomically
+# =============================================================================================================
+def _config_hash(rd) -> str | None:
+    if not rd.exists("config.resolved.yaml"):
+        return None
+    try:
+        data = yaml.safe_load(rd.read_text("config.resolved.yaml"))
+    except yaml.YAMLError:
+        return None
+    value = data.get("config_hash") if isinstance(data, dict) else None
+    return None if value is None else str(value)
+
+
+def build_plan(
+    run_dir: str,
+    mix: MixSection,
+    *,
+    text_field: str = "text",
+    seed: int = 0,
+    storage_options: dict[str, Any] | None = None,
+    budget_tokens: int | None = None,
+) -> dict[str, Any]:
+    """The full mixture plan of a run: :func:`pool_stats` + :func:`plan_mixture` + provenance (module doc).
+
+    Args:
+        run_dir: The run directory (local path or fsspec URL).
+        mix: The mix config.
+        text_field: The text column (``io.text_field``).
+        seed: The run's seed, recorded when ``mix.seed`` is null.
+        storage_options: fsspec options of a remote run directory.
+        budget_tokens: Overrides the config's budget.
+
+    Returns:
+        The plan as a JSON-ready dict.
+    """
+    import pipeline
+    from pipeline.rundir import RunDir
+
+    stats = pool_stats(run_dir, mix, text_field=text_field, storage_options=storage_options)
+    core = plan_mixture(stats.pools, mix, budget_tokens=budget_tokens, n_quality_buckets=stats.n_quality_buckets)
+    config_hash = _config_hash(RunDir(run_dir, storage_options))
+    warnings = list(stats.warnings)
+    if config_hash is None:
+        warnings.append("no config_hash: the run directory has no readable config.resolved.yaml")
+    return {
+        "format": PLAN_FORMAT,
+        "winnow_version": pipeline.__version__,
+        "config_hash": config_hash,
+        "seed": mix.seed if mix.seed is not None else seed,
+        "budget": core["budget"],
+        "max_repeats": core["max_repeats"],
+        "token_count": stats.token_count,
+        "law": core["law"],
+        "pool_definition": stats.definition,
+        "shards": list(stats.shards),
+        "candidates": core["candidates"],
+        "choice": core["choice"],
+        "phases": core["phases"],
+        "pools": core["pools"],
+        "warnings": warnings + core["warnings"],
+    }
+
+
+def plan_json(plan: dict[str, Any]) -> str:
+    """The plan as the text written to ``mixture_plan.json`` (indented, UTF-8, newline-terminated)."""
+    return json.dumps(plan, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_plan(run_dir: str, plan: dict[str, Any], storage_options: dict[str, Any] | None = None) -> str:
+    """Write ``<run_dir>/mixture_plan.json`` atomically (temporary name, then rename); return its URL."""
+    from pipeline.rundir import RunDir
+
+    rd = RunDir(run_dir, storage_options)
+    rd.write_bytes(PLAN_FILE, plan_json(plan).encode("utf-8"))
+    return rd.url_of(PLAN_FILE)

@@ -1,0 +1,126 @@
+"""Domain classifier: nearest domain description in embedding space, keyword fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scorers.base import DOMAINS, QUALITY_SCHEMA
+from scorers.domains import DOMAIN_DESCRIPTIONS, DOMAIN_NAMES, DomainClassifier, keyword_domains, looks_like_code
+from scorers.heuristic import HeuristicRater
+
+CLEAR = {
+    "Medicine": (
+        "Package leaflet: information for the patient. Read all of this leaflet carefully before you start taking "
+        "this medicine. Take one 500 mg tablet twice a day with food. Possible side effects include nausea, "
+        "headache and dizziness. If your symptoms get worse, talk to your doctor or pharmacist. Do not take more "
+        "than the recommended dose and keep the tablets out of the reach of children."
+    ),
+    "Law": (
+        "12.3 Indemnification. The Contractor shall indemnify and hold harmless the Client from and against any "
+        "and all claims, damages, liabilities and legal costs arising out of any breach of this Agreement by the "
+        "Contractor. This Agreement shall be governed by the laws of the State of New York, and the parties "
+        "submit to the exclusive jurisdiction of its courts for any dispute or lawsuit under this contract."
+    ),
+    "Coding": (
+        'import numpy as np\n\n\ndef moving_average(values, window=3):\n    """Return the moving average of a '
+        'list."""\n    if window <= 0:\n        raise ValueError(\'window must be positive\')\n    kernel = '
+        "np.ones(window) / window\n    return np.convolve(values, kernel, mode='valid')\n\n\nclass Counter:\n    "
+        "def __init__(self):\n        self.count = 0\n\n    def increment(self):\n        self.count += 1\n"
+        "        return self.count\n"
+    ),
+    "Agriculture": (
+        "Wheat farmers across the region are expecting a bumper harvest this season after good autumn rains. "
+        "Growers say soil moisture is the best in a decade, and many have planted more canola and barley. "
+        "Cattle and sheep producers are also enjoying strong prices at the saleyards, although the cost of "
+        "fertiliser and diesel continues to squeeze farm incomes in rural communities."
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from pipeline.config import EmbedSection
+    from pipeline.embed import Embedder
+
+    emb = Embedder(EmbedSection(device="cpu"))
+    emb.setup()
+    return emb
+
+
+def test_descriptions_cover_every_domain():
+    assert tuple(DOMAIN_DESCRIPTIONS) == DOMAIN_NAMES == tuple(DOMAINS.values())
+    for desc, keywords in DOMAIN_DESCRIPTIONS.values():
+        assert desc.endswith(".") and 1 <= desc.count(".") <= 3
+        assert len(keywords) >= 5
+
+
+def test_clear_texts_by_embedding(embedder):
+    texts = list(CLEAR.values())
+    clf = DomainClassifier(embedder)
+    got = clf.classify(texts, embedder.encode(texts))
+    assert got == list(CLEAR)
+
+
+def test_rater_uses_embeddings_and_caches_prototypes(embedder):
+    texts = list(CLEAR.values())
+    rater = HeuristicRater(embedder=embedder)
+    rater.setup()
+    table = rater.rate(texts, embedder.encode(texts))
+    assert table.schema == QUALITY_SCHEMA
+    assert table.column("quality_domain").to_pylist() == list(CLEAR)
+    other = DomainClassifier(embedder)
+    other.setup()
+    assert other.prototypes is rater.classifier.prototypes  # embedded once per process and model
+
+
+def test_keyword_fallback():
+    assert keyword_domains(list(CLEAR.values())) == list(CLEAR)
+    assert keyword_domains(["hello there, see you tomorrow", ""]) == ["Other", "Other"]
+
+
+def test_rater_without_embeddings_falls_back_to_keywords():
+    rater = HeuristicRater(domain="keywords")
+    table = rater.rate(list(CLEAR.values()))
+    assert table.column("quality_domain").to_pylist() == list(CLEAR)
+    assert rater.embedder is None  # no model loaded
+
+
+def test_embedding_errors(embedder):
+    clf = DomainClassifier(embedder)
+    with pytest.raises(ValueError, match="same model"):
+        clf.classify(["a", "b"], np.zeros((2, 7), dtype=np.float32))
+    with pytest.raises(ValueError, match="2 texts but 1 embeddings"):
+        clf.classify(["a", "b"], np.zeros((1, 384), dtype=np.float32))
+    assert clf.classify([], np.zeros((0, 384), dtype=np.float32)) == []
+    with pytest.raises(ValueError, match="needs the documents' embeddings"):
+        HeuristicRater(embedder=embedder, domain="embedding").rate(["some text"])
+
+
+def test_low_similarity_is_other(embedder):
+    clf = DomainClassifier(embedder, min_similarity=2.0)  # nothing reaches a cosine of 2
+    texts = list(CLEAR.values())
+    expected = ["Coding" if d == "Coding" else "Other" for d in CLEAR]  # code is recognised by its form
+    assert clf.classify(texts, embedder.encode(texts)) == expected
+
+
+CODE = [
+    "function fetchUsers(url) {\n  return fetch(url)\n    .then(res => res.json())\n    .then(data => "
+    "data.users.map(u => u.name));\n}\nconst names = await fetchUsers('/api/users');\nconsole.log(names);",
+    "#include <stdio.h>\nint main(void) {\n    int total = 0;\n    for (int i = 0; i < 10; i++) {\n        "
+    'total += i;\n    }\n    printf("%d\\n", total);\n    return 0;\n}',
+    "SELECT customer_id, SUM(amount) AS total FROM orders WHERE created_at > '2024-01-01' GROUP BY customer_id "
+    "ORDER BY total DESC;",
+]
+
+
+def test_code_by_form(embedder):
+    assert all(looks_like_code(t) for t in CODE + [CLEAR["Coding"]])
+    assert not any(looks_like_code(t) for d, t in CLEAR.items() if d != "Coding")
+    prose = (
+        "The function of the committee is to return a report to the board (see section 3) within a month; its "
+        "members are appointed by the minister and public comments are invited."
+    )
+    assert not looks_like_code(prose)
+    assert DomainClassifier(embedder).classify(CODE, embedder.encode(CODE)) == ["Coding"] * len(CODE)
+    assert keyword_domains(CODE) == ["Coding"] * len(CODE)
