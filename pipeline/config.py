@@ -21,6 +21,7 @@ from mixers.config import MixSection
 from pipeline.errors import ConfigError
 from pipeline.section import Section
 from scorers.llm import LLMSection
+from scorers.student import StudentSection
 
 
 class RunSection(Section):
@@ -150,21 +151,27 @@ class ScoreSection(Section):
 
     Args:
         backend: ``heuristic`` (default: measurable text proxies, no model), ``llm`` (a DataMan checkpoint or any
-            chat model, local or over an OpenAI-compatible endpoint; see ``score.llm``) or ``none`` (no scoring).
+            chat model, local or over an OpenAI-compatible endpoint; see ``score.llm``), ``student`` (a small model
+            over the stored embeddings, trained on ratings; see ``score.student``) or ``none`` (no scoring).
         domain: heuristic backend: ``auto`` (nearest domain description in embedding space, using the stored
             embeddings), ``embedding`` (same, an error without embeddings) or ``keywords`` (no model).
         llm: the LLM rater's settings (``model`` directory or ``endpoint`` + ``model_name``, batch size,
             concurrency, retries); required when ``backend: llm``.
+        student: the student rater's settings (``model_dir`` written by ``winnow train-student``); required when
+            ``backend: student``.
     """
 
-    backend: Literal["none", "heuristic", "llm"] = "heuristic"
+    backend: Literal["none", "heuristic", "llm", "student"] = "heuristic"
     domain: Literal["auto", "embedding", "keywords"] = "auto"
     llm: LLMSection | None = None
+    student: StudentSection | None = None
 
     @model_validator(mode="after")
     def _llm(self) -> ScoreSection:
         if self.backend == "llm" and self.llm is None:
             raise ValueError("score.backend=llm needs a score.llm section (model: DIR, or endpoint: URL)")
+        if self.backend == "student" and self.student is None:
+            raise ValueError("score.backend=student needs a score.student section (model_dir: DIR from train-student)")
         return self
 
 
@@ -229,20 +236,120 @@ class PruneSection(Section):
         return self
 
 
-class ExecutorSection(Section):
-    """How per-shard stages are executed (datatrove executors).
+#: the stages ``winnow run`` executes, in order (``pipeline.stages.STAGES`` holds the classes)
+STAGE_NAMES = ("embed", "fit", "assign", "dedup", "score", "prune", "write")
+StageName = Literal["embed", "fit", "assign", "dedup", "score", "prune", "write"]
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$")
+
+
+class RaySettings(Section):
+    """``executor.kind: ray``: each stage runs as Ray tasks (datatrove ``RayPipelineExecutor``), one per unit.
 
     Args:
-        kind: ``local`` (datatrove ``LocalPipelineExecutor``). ``ray`` and ``slurm`` are planned.
-        workers: shards processed at once (processes); ``--workers/-j`` replaces it.
-        start_method: multiprocessing start method for ``workers > 1``.
-        torch_threads: CPU threads per worker for torch; ``null`` divides the machine's cores by ``workers``.
+        address: the Ray cluster to connect to: ``null`` (Ray's default: ``$RAY_ADDRESS``, else a cluster started on
+            this machine with ``ray start``, else a new local instance), ``auto`` (an existing cluster only),
+            ``local`` (always a new local instance) or ``ray://HEAD:10001`` (Ray client). A Ray instance already
+            initialised in the calling process is used as it is.
+        cpus_per_task: CPUs Ray reserves per task; torch uses as many threads unless ``executor.torch_threads``
+            is set.
+        gpus_per_task: GPUs Ray reserves per task of the stages in ``gpu_stages`` (other stages reserve none).
+        gpu_stages: the stages that get ``gpus_per_task`` GPUs.
+        mem_per_cpu_gb: memory Ray reserves per CPU of a task.
+        max_concurrent: tasks in flight at once; ``null`` for no limit (the cluster's free resources decide).
     """
 
-    kind: Literal["local"] = "local"
+    address: str | None = None
+    cpus_per_task: float = Field(1, gt=0)
+    gpus_per_task: float = Field(0, ge=0)
+    gpu_stages: list[StageName] = Field(default_factory=lambda: ["embed", "fit", "score"])
+    mem_per_cpu_gb: float = Field(2, gt=0)
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class SlurmSettings(Section):
+    """``executor.kind: slurm``: each stage is a Slurm job array (datatrove ``SlurmPipelineExecutor``), chained
+    with ``--dependency=afterok`` on the stage before; ``winnow run`` submits the chain and returns.
+
+    Args:
+        partition: the partition (required with ``kind: slurm``).
+        gpu_partition: the partition of the stages in ``gpu_stages`` when ``gpus_per_task > 0`` (default:
+            ``partition``).
+        time: the time limit of one array task (``MM``, ``HH:MM:SS``, ``D-HH:MM:SS``, …).
+        cpus_per_task: CPUs per array task; torch uses as many threads unless ``executor.torch_threads`` is set.
+        mem_per_cpu_gb: memory per CPU, in GB.
+        gpus_per_task: GPUs per array task of the stages in ``gpu_stages`` (other stages ask for none).
+        gpu_stages: the stages that get ``gpus_per_task`` GPUs and ``gpu_partition``.
+        max_array_size: the cluster's largest job array (``MaxArraySize − 1``); more tasks are submitted as several
+            arrays, each after the one before.
+        max_concurrent: array tasks running at once (``--array=0-N%max_concurrent``); ``null`` for no limit.
+        tasks_per_job: units one array task runs one after the other (fewer, longer array tasks).
+        qos: the quality of service; ``null`` leaves it to the cluster's default.
+        job_name: prefix of the job names (``<job_name>-<stage>``); default ``winnow-<run name>``.
+        env_command: shell line run before each task, e.g. ``source /shared/venvs/winnow/bin/activate``.
+        srun: start each task with ``srun`` inside its allocation (datatrove's default).
+        sbatch_args: extra ``#SBATCH`` directives, e.g. ``{account: proj42, constraint: a100}``. winnow adds
+            ``kill-on-invalid-dep: "yes"`` so the rest of a chain is cancelled when a stage fails.
+    """
+
+    partition: str | None = Field(None, min_length=1)
+    gpu_partition: str | None = Field(None, min_length=1)
+    time: str = "24:00:00"
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: int = Field(2, ge=1)
+    gpus_per_task: int = Field(0, ge=0)
+    gpu_stages: list[StageName] = Field(default_factory=lambda: ["embed", "fit", "score"])
+    max_array_size: int = Field(1001, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    tasks_per_job: int = Field(1, ge=1)
+    qos: str | None = None
+    job_name: str | None = Field(None, min_length=1)
+    env_command: str | None = None
+    srun: bool = True
+    sbatch_args: dict[str, str | int] = Field(default_factory=dict)
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        if not _SLURM_TIME.match(v):
+            raise ValueError("not a Slurm time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")
+        return v
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _sbatch_args(cls, v: dict[str, str | int]) -> dict[str, str | int]:
+        bad = sorted(k for k in v if k.lstrip("-") in ("array", "dependency", "output", "error"))
+        if bad:
+            raise ValueError(f"{bad} are set by winnow; allowed: any other sbatch option")
+        return {k.lstrip("-"): val for k, val in v.items()}
+
+
+class ExecutorSection(Section):
+    """How stages are executed (datatrove executors; one task per unit: a shard, a cluster bucket or a global step).
+
+    Args:
+        kind: ``local`` (``LocalPipelineExecutor``, this machine), ``ray`` (a Ray cluster, see ``executor.ray``) or
+            ``slurm`` (job arrays, see ``executor.slurm``). Every kind writes the same outputs.
+        workers: ``local``: shards processed at once (processes); ``--workers/-j`` replaces it. (``ray`` and
+            ``slurm`` use ``max_concurrent`` of their section.)
+        start_method: multiprocessing start method for ``workers > 1``.
+        torch_threads: CPU threads per task for torch; ``null``: ``local`` divides the machine's cores by
+            ``workers``, ``ray``/``slurm`` use ``cpus_per_task``.
+        ray: settings of ``kind: ray``.
+        slurm: settings of ``kind: slurm``.
+    """
+
+    kind: Literal["local", "ray", "slurm"] = "local"
     workers: int = Field(1, ge=1, le=4096)
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
     torch_threads: int | None = Field(None, ge=1)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+    @model_validator(mode="after")
+    def _kind_settings(self) -> ExecutorSection:
+        if self.kind == "slurm" and self.slurm.partition is None:
+            raise ValueError("executor.kind=slurm needs executor.slurm.partition")
+        return self
 
 
 class WinnowConfig(Section):

@@ -49,13 +49,8 @@ class RunDir:
         return self.fs.exists(self._p(*parts))
 
     def write_text(self, rel: str, text: str) -> None:
-        """Write a small file atomically (temp name, then rename)."""
-        path = self._p(rel)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = path + ".tmp"
-        with self.fs.open(tmp, "w") as f:
-            f.write(text)
-        self.fs.mv(tmp, path)
+        """Write a small text file atomically (UTF-8; temp name, then rename)."""
+        self.write_bytes(rel, text.encode("utf-8"))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a file atomically (temp name, then rename)."""
@@ -71,8 +66,7 @@ class RunDir:
             return f.read()
 
     def read_text(self, rel: str) -> str:
-        with self.fs.open(self._p(rel), "r") as f:
-            return f.read()
+        return self.read_bytes(rel).decode("utf-8")
 
     def remove(self, rel: str, recursive: bool = False) -> None:
         path = self._p(rel)

@@ -1,27 +1,34 @@
 """Running stages: prepare the run directory, execute each stage on a datatrove executor, merge stats.
 
-``run_pipeline`` is what ``winnow run`` and every stage subcommand call. Per-shard stages run as datatrove
-pipelines with one task per shard (``LocalPipelineExecutor``; ``executor.kind`` picks it). Resumption has two
-layers: datatrove's rank completions (valid while the shard list is unchanged; cleared when it changes) and
-winnow's per-shard markers ``completions/<stage>/<stem>``, named after the shard, which decide in the end.
+``run_pipeline`` is what ``winnow run`` and every stage subcommand call. Each stage runs as a datatrove pipeline
+with one task per unit (a shard, a cluster bucket or a global step) on the executor ``executor.kind`` names:
+``local`` (``LocalPipelineExecutor``) and ``ray`` (``RayPipelineExecutor``) run the stages one after the other and
+return when they are done; ``slurm`` (``SlurmPipelineExecutor``) submits one job array per stage, each depending
+(``afterok``) on the one before, records the job ids in ``slurm_jobs.json`` and returns at once; a later
+``winnow run`` with the same config and output finds the units done, submits nothing and collects the stats (or
+resubmits what is missing). Resumption has two layers: datatrove's rank completions (valid while the shard list
+is unchanged; cleared when it changes) and winnow's per-unit markers ``completions/<stage>/<unit>``, named after
+the unit, which decide in the end.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from datatrove.executor import LocalPipelineExecutor
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from loguru import logger
 from tqdm.auto import tqdm
 
 import pipeline
 from pipeline.config import WinnowConfig
-from pipeline.errors import ConfigError, RejectsFoundError, ShardError
+from pipeline.errors import ConfigError, CurationError, RejectsFoundError, ShardError
 from pipeline.io import Shard, list_shards
 from pipeline.rundir import RunDir
 from pipeline.stages import STAGES, Stage
@@ -59,19 +66,160 @@ class WinnowLocalExecutor(LocalPipelineExecutor):
             _apply_logging()  # datatrove resets loguru to DEBUG on stderr after each task
 
 
-def build_executor(stage: Stage, cfg: WinnowConfig, run: RunDir, n_tasks: int, overwrite: bool):
+class WinnowSlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's Slurm executor without its extra ``merge_stats`` job per stage: winnow merges its own per-unit
+    stats into ``stats.json`` when a later ``winnow run`` collects the run."""
+
+    def launch_merge_stats(self) -> None:
+        pass
+
+
+class SbatchJobIds:
+    """A ``job_id_retriever`` for datatrove's Slurm executor that also remembers every job id ``sbatch`` printed
+    (a stage with more tasks than ``max_array_size`` is submitted as several arrays)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def __call__(self, sbatch_output: str) -> str:
+        job_id = sbatch_output.split()[-1].split(";")[0]  # "Submitted batch job 123" (or --parsable "123;cluster")
+        self.ids.append(job_id)
+        return job_id
+
+
+class SlurmJobsActive(CurationError):
+    """The Slurm jobs last submitted for this run directory are still queued or running."""
+
+
+def task_config(cfg: WinnowConfig) -> WinnowConfig:
+    """``cfg`` as a task runs it: with ``kind: ray``/``slurm`` and no ``executor.torch_threads``, torch gets the
+    task's ``cpus_per_task`` threads (not the node's cores). The executor section changes no output."""
+    ex = cfg.executor
+    if ex.kind == "local" or ex.torch_threads is not None:
+        return cfg
+    cpus = ex.ray.cpus_per_task if ex.kind == "ray" else ex.slurm.cpus_per_task
+    return cfg.model_copy(update={"executor": ex.model_copy(update={"torch_threads": max(1, int(cpus))})})
+
+
+def ray_init(cfg: WinnowConfig) -> bool:
+    """Connect to (or start) the Ray instance of ``executor.ray.address`` unless Ray is already initialised in this
+    process; return whether this call initialised it (the caller then shuts it down)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor.kind=ray needs Ray: pip install 'winnow[ray]' (or pip install ray)") from None
+    if ray.is_initialized():
+        return False
+    ray.init(address=cfg.executor.ray.address)
+    return True
+
+
+def build_executor(
+    stage: Stage, cfg: WinnowConfig, run: RunDir, n_tasks: int, overwrite: bool, depends_job_id: str | None = None
+):
+    """The datatrove executor of ``executor.kind`` for one stage: ``n_tasks`` tasks, logs under ``logs/<stage>``.
+
+    Args:
+        depends_job_id: ``slurm`` only: the job this stage's array waits for (``--dependency=afterok:ID``).
+    """
     kind = cfg.executor.kind
+    logging_dir = run.url_of("logs", stage.name)
     if kind == "local":
         return WinnowLocalExecutor(
             pipeline=[stage],
             tasks=n_tasks,
             workers=min(cfg.executor.workers, n_tasks),
-            logging_dir=run.url_of("logs", stage.name),
+            logging_dir=logging_dir,
             skip_completed=not overwrite,
             start_method=cfg.executor.start_method,
             log_level=_LOG_LEVEL["level"],
         )
-    raise ConfigError(f"executor.kind={kind!r} is not supported; allowed: local")  # pragma: no cover
+    if kind == "ray":
+        ray_init(cfg)
+        from datatrove.executor import RayPipelineExecutor
+
+        rs = cfg.executor.ray
+        logger.disable("datatrove.executor.ray")  # a warning per stage that a local logging_dir must be shared
+        try:
+            return RayPipelineExecutor(
+                pipeline=[stage],
+                tasks=n_tasks,
+                workers=rs.max_concurrent or -1,
+                logging_dir=logging_dir,
+                skip_completed=not overwrite,
+                cpus_per_task=rs.cpus_per_task,
+                gpus_per_task=rs.gpus_per_task if stage.name in rs.gpu_stages else 0,
+                mem_per_cpu_gb=rs.mem_per_cpu_gb,
+            )
+        finally:
+            logger.enable("datatrove.executor.ray")
+    if kind == "slurm":
+        ss = cfg.executor.slurm
+        gpu = ss.gpus_per_task > 0 and stage.name in ss.gpu_stages
+        prefix = ss.job_name or f"winnow-{cfg.run.name or os.path.basename(run.path.rstrip('/')) or 'run'}"
+        return WinnowSlurmExecutor(
+            pipeline=[stage],
+            tasks=n_tasks,
+            time=ss.time,
+            partition=(ss.gpu_partition or ss.partition) if gpu else ss.partition,
+            cpus_per_task=ss.cpus_per_task,
+            mem_per_cpu_gb=ss.mem_per_cpu_gb,
+            gpus_per_task=ss.gpus_per_task if gpu else 0,
+            workers=ss.max_concurrent or -1,
+            job_name=f"{prefix}-{stage.name}",
+            qos=ss.qos,
+            env_command=ss.env_command,
+            sbatch_args={"kill-on-invalid-dep": "yes", **ss.sbatch_args},
+            max_array_size=ss.max_array_size,
+            depends_job_id=depends_job_id,
+            job_id_retriever=SbatchJobIds(),
+            logging_dir=logging_dir,
+            skip_completed=not overwrite,
+            tasks_per_job=ss.tasks_per_job,
+            with_srun=ss.srun,
+        )
+    raise ConfigError(f"executor.kind={kind!r} is not supported; allowed: local, ray, slurm")  # pragma: no cover
+
+
+SLURM_JOBS = "slurm_jobs.json"
+
+
+def active_slurm_jobs(job_ids: list[str]) -> dict[str, str]:
+    """Which of ``job_ids`` ``squeue`` still lists (pending, running, completing …), with their state."""
+    if not job_ids:
+        return {}
+    cmd = ["squeue", "--noheader", "--jobs", ",".join(job_ids), "--format", "%i %T"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise CurationError(f"cannot ask Slurm whether the jobs of this run are done ({' '.join(cmd)}): {e}") from e
+    if proc.returncode != 0:
+        if "invalid job id" in proc.stderr.lower():  # every job has left the queue
+            return {}
+        raise CurationError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    wanted, active = set(job_ids), {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0].split("_")[0] in wanted:
+            active.setdefault(parts[0].split("_")[0], parts[1] if len(parts) > 1 else "?")
+    return active
+
+
+def _check_slurm_chain(run: RunDir) -> None:
+    """Refuse to submit while jobs of the chain submitted last for this run directory are in the queue."""
+    if not run.exists(SLURM_JOBS):
+        return
+    try:
+        jobs: dict[str, list[str]] = json.loads(run.read_text(SLURM_JOBS))["jobs"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return
+    active = active_slurm_jobs([j for ids in jobs.values() for j in ids])
+    if active:
+        listing = ", ".join(f"{stage} {j} ({active[j]})" for stage, ids in jobs.items() for j in ids if j in active)
+        raise SlurmJobsActive(
+            f"{run.url}: the Slurm jobs submitted for this run are still queued or running: {listing}. Rerun "
+            f"`winnow run` once they are done to collect the results (or cancel them: scancel {' '.join(active)})"
+        )
 
 
 @dataclass
@@ -83,6 +231,8 @@ class RunResult:
     stages: dict[str, ShardStats] = field(default_factory=dict)
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: ``executor.kind: slurm``: the job ids submitted per stage (empty when everything was done already)
+    jobs: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -153,49 +303,103 @@ def run_pipeline(
     t0 = time.perf_counter()
     shards = list_shards(cfg.io.input, cfg.io.storage_options)
     run = RunDir(cfg.io.output, cfg.io.storage_options)
+    kind = cfg.executor.kind
+    if kind == "slurm":
+        _check_slurm_chain(run)
     prepare_run_dir(cfg, run)
+    cfg = task_config(cfg)
     result = RunResult(run_dir=run.url, shards=shards)
-    in_process = cfg.executor.workers == 1
-    for name in stages:
-        stage = STAGES[name](cfg, run.url, shards, overwrite=overwrite, progress=progress and in_process)
-        units = stage.units()
-        if not units:  # e.g. score with score.backend=none
-            continue
-        if overwrite:
-            run.clear_completions(name)
-        _reset_rank_completions(run, name, units, stage.fingerprint)
-        # datatrove skips a rank whose completion exists; winnow's own marker is the truth (an interrupted
-        # --overwrite, a marker deleted by hand, a failed unit): drop datatrove's where winnow's is not valid
-        for i, unit in enumerate(units):
-            if not run.is_complete(name, unit, stage.marker(unit)):
-                run.remove(f"logs/{name}/completions/{i:05d}")
-        executor = build_executor(stage, cfg, run, len(units), overwrite)
-        stop, monitor = _progress_monitor(run, name, units, progress and not in_process and len(units) > 1)
-        try:
-            executor.run()
-        finally:
-            stop.set()
-            if monitor:
-                t, bar, wanted = monitor
-                t.join()
-                bar.n = len(wanted.intersection(run.listdir(f"completions/{name}")))
-                bar.close()
-        failures = {k: v for k, v in run.failures(name).items() if k in set(units)}
-        for unit in failures:  # let datatrove rerun the rank of a failed unit next time
-            run.remove(f"logs/{name}/completions/{units.index(unit):05d}")
-        result.stages[name] = run.read_stats(name, units)
-        result.failures.update({f"{name}:{k}": v for k, v in failures.items()})
-        write_stats_json(run, result)
-        if failures:
-            listing = "\n".join(f"  {k}: {v['error']}" for k, v in sorted(failures.items()))
-            raise ShardError(run.url, f"stage {name}: {len(failures)} unit(s) failed:\n{listing}")
+    in_process = kind == "local" and cfg.executor.workers == 1
+    started_ray = kind == "ray" and ray_init(cfg)
+    last_job: str | None = None  # slurm: the job the next stage's array depends on
+    try:
+        for name in stages:
+            stage = STAGES[name](cfg, run.url, shards, overwrite=overwrite, progress=progress and in_process)
+            units = stage.units()
+            if not units:  # e.g. score with score.backend=none
+                continue
+            fp = stage.fingerprint
+            if overwrite:
+                run.clear_completions(name)
+            _reset_rank_completions(run, name, units, fp)
+            # datatrove skips a rank whose completion exists; winnow's own marker is the truth (an interrupted
+            # --overwrite, a marker deleted by hand, a failed unit): drop datatrove's where winnow's is not valid
+            for i, unit in enumerate(units):
+                if not run.is_complete(name, unit, stage.marker(unit, fp)):
+                    run.remove(f"logs/{name}/completions/{i:05d}")
+            executor = build_executor(stage, cfg, run, len(units), overwrite, depends_job_id=last_job)
+            if kind == "slurm":
+                _warn_previous_failures(run, name, units)
+                executor.launch_job()  # submits an array for the incomplete units, or nothing
+                if executor.job_id_retriever.ids:
+                    result.jobs[name] = list(executor.job_id_retriever.ids)
+                    last_job = executor.job_id
+                if result.jobs:  # this stage (or one before it) is queued: nothing to collect yet
+                    continue
+            else:
+                stop, monitor = _progress_monitor(run, name, units, progress and not in_process and len(units) > 1)
+                try:
+                    executor.run()
+                finally:
+                    stop.set()
+                    if monitor:
+                        t, bar, wanted = monitor
+                        t.join()
+                        bar.n = len(wanted.intersection(run.listdir(f"completions/{name}")))
+                        bar.close()
+            failures = {k: v for k, v in run.failures(name).items() if k in set(units)}
+            for unit in failures:  # let datatrove rerun the rank of a failed unit next time
+                run.remove(f"logs/{name}/completions/{units.index(unit):05d}")
+            result.stages[name] = run.read_stats(name, units)
+            result.failures.update({f"{name}:{k}": v for k, v in failures.items()})
+            write_stats_json(run, result)
+            if failures:
+                listing = "\n".join(f"  {k}: {v['error']}" for k, v in sorted(failures.items()))
+                raise ShardError(run.url, f"stage {name}: {len(failures)} unit(s) failed:\n{listing}")
+            # a task that died without recording a failure (killed worker, a Ray task error, setup() raising)
+            missing = [u for u in units if not run.is_complete(name, u, stage.marker(u, fp))]
+            if missing:
+                raise ShardError(
+                    run.url,
+                    f"stage {name}: {len(missing)} unit(s) did not complete (e.g. {missing[0]}); see the task logs "
+                    f"in {run.url_of('logs', name, 'logs')}",
+                )
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     result.seconds = time.perf_counter() - t0
     write_stats_json(run, result)
+    if result.jobs:
+        _record_slurm_jobs(run, result.jobs)
+        return result
     if fail_on_reject and result.rejected:
         raise RejectsFoundError(
             f"{result.rejected} input record(s) rejected (--fail-on-reject); see {run.url_of('rejects')}"
         )
     return result
+
+
+def _warn_previous_failures(run: RunDir, stage: str, units: list[str]) -> None:
+    failures = {k: v for k, v in run.failures(stage).items() if k in set(units)}
+    if failures:
+        listing = "; ".join(f"{k}: {v['error']}" for k, v in sorted(failures.items())[:5])
+        logger.warning(f"{stage}: {len(failures)} unit(s) failed in the previous jobs and are resubmitted: {listing}")
+
+
+def _record_slurm_jobs(run: RunDir, jobs: dict[str, list[str]]) -> None:
+    """``slurm_jobs.json`` (what the next ``winnow run`` checks with ``squeue``) and a note on the console."""
+    info = {"submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "jobs": jobs}
+    run.write_text(SLURM_JOBS, json.dumps(info, indent=2))
+    if _LOG_LEVEL["level"] != "ERROR":
+        chain = " -> ".join(f"{stage} {','.join(ids)}" for stage, ids in jobs.items())
+        print(
+            f"submitted Slurm jobs (each after the one before): {chain}\n"
+            f"job scripts: {run.url_of('logs', '<stage>', 'launch_script.slurm')}; ids in {run.url_of(SLURM_JOBS)}\n"
+            "rerun the same `winnow run` once they are done to collect the stats (it submits only what is missing)",
+            file=sys.stderr,
+        )
 
 
 def write_stats_json(run: RunDir, result: RunResult) -> None:

@@ -519,6 +519,10 @@ def build_rater(cfg: WinnowConfig, embedder: Embedder | None = None):
         from scorers.llm import LLMRater
 
         return LLMRater(cfg.score.llm)
+    if backend == "student":
+        from scorers.student import StudentRater
+
+        return StudentRater(cfg.score.student, embed_model=model_label(cfg.embed.model))
     raise CurationError(f"score.backend={backend!r} has no rater")
 
 
@@ -534,7 +538,9 @@ class ScoreStage(ShardStage):
         return [] if self.cfg.score.backend == "none" else super().units()
 
     def setup(self) -> None:
-        self.uses_embeddings = self.cfg.score.backend == "heuristic" and self.cfg.score.domain != "keywords"
+        score = self.cfg.score
+        heuristic_embeds = score.backend == "heuristic" and score.domain != "keywords"
+        self.uses_embeddings = score.backend == "student" or heuristic_embeds
         if self.uses_embeddings:
             self.require(EmbedStage)
         self.embedder = Embedder(self.cfg.embed, torch_threads=_torch_threads(self.cfg))
