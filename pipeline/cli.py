@@ -183,7 +183,8 @@ app.command("score")(
     _stage_command(
         ["score"],
         "Rate every document on the 13 DataMan criteria, an overall score and a domain (score.backend: heuristic "
-        "by default, or llm) into <output>/quality/<shard>.parquet. The heuristic domain uses the embeddings.",
+        "by default, llm, or student) into <output>/quality/<shard>.parquet. The heuristic domain and the student "
+        "use the stored embeddings.",
     )
 )
 app.command("prune")(
@@ -206,8 +207,10 @@ app.command("write")(
 def _mount_subapps() -> None:
     from mixers.laws_cli import laws_app
     from mixers.mix_cli import mix_command
+    from scorers.student_cli import train_student_command
 
     app.command("mix")(mix_command)
+    app.command("train-student")(train_student_command)
     app.add_typer(
         laws_app,
         name="laws",
