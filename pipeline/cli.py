@@ -209,7 +209,10 @@ def _mount_subapps() -> None:
     from mixers.mix_cli import mix_command
     from scorers.student_cli import train_student_command
 
+    from pipeline.report import report_command
+
     app.command("mix")(mix_command)
+    app.command("report")(report_command)
     app.command("train-student")(train_student_command)
     app.add_typer(
         laws_app,

@@ -279,8 +279,8 @@ class SlurmSettings(Section):
         mem_per_cpu_gb: memory per CPU, in GB.
         gpus_per_task: GPUs per array task of the stages in ``gpu_stages`` (other stages ask for none).
         gpu_stages: the stages that get ``gpus_per_task`` GPUs and ``gpu_partition``.
-        max_array_size: the cluster's largest job array (``MaxArraySize − 1``); more tasks are submitted as several
-            arrays, each after the one before.
+        max_array_size: tasks per job array, at most the cluster's ``MaxArraySize`` (1001 by default); a stage
+            with more tasks is submitted as several arrays, each after the one before.
         max_concurrent: array tasks running at once (``--array=0-N%max_concurrent``); ``null`` for no limit.
         tasks_per_job: units one array task runs one after the other (fewer, longer array tasks).
         qos: the quality of service; ``null`` leaves it to the cluster's default.
@@ -307,9 +307,11 @@ class SlurmSettings(Section):
     srun: bool = True
     sbatch_args: dict[str, str | int] = Field(default_factory=dict)
 
-    @field_validator("time")
+    @field_validator("time", mode="before")
     @classmethod
-    def _time(cls, v: str) -> str:
+    def _time(cls, v: Any) -> str:
+        if not isinstance(v, str):  # YAML reads 2:00:00 as the number 7200 and 30 as 30
+            raise ValueError(f"give the time limit as a quoted string (time: '2:00:00', time: '30'), not {v!r}")
         if not _SLURM_TIME.match(v):
             raise ValueError("not a Slurm time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")
         return v
