@@ -15,6 +15,18 @@ Strategies (N = the target, from ``keep_fraction`` rounded to the nearest row, o
 - ``dbp``: SemDeDup at ``dedup.eps`` first, then per-cluster quotas by water-filling over
   ``softmax(d_inter · d_intra / τ)``; within a cluster keep the hardest (``prune.dbp_keep``). If N exceeds the
   documents left after SemDeDup, all of them are kept plus the least-duplicated duplicates, and a warning says so.
+- ``quality`` / ``dataman_level`` (DataMan, DESIGN §3.6): a selection by *tokens* (``n_words``, at least 1 per
+  document). The target becomes a token budget ``T = round(N · W / n)`` (W: the tokens of all n documents, so
+  ``keep_fraction`` f keeps about f of the tokens). ``prune.stratify`` cuts the documents into strata; each stratum
+  that has an eligible document gets a token quota proportional to its token share (largest remainder), and keeps
+  the prefix of its ranking (``quality``: top by ``quality_score`` or the sum of ``prune.quality_by``;
+  ``dataman_level``: a seeded shuffle of the documents at the level) whose tokens come closest to its quota plus
+  the rounding left over by the strata before it. Kept tokens are within one document of T, each stratum within
+  about one document of its quota, and a stratum's quota never exceeds its tokens, so ``quality`` never repeats a
+  document and at ``keep_fraction`` 1 keeps every document exactly once. Only ``dataman_level`` can find a stratum
+  short of its quota (its documents at the level hold fewer tokens); that stratum is upsampled with replacement and
+  the draws per document go to the ``repeat`` column. ``dataman_level`` without a target keeps every document at the
+  level once.
 """
 
 from __future__ import annotations
@@ -256,12 +268,36 @@ def proportional_quotas(weights: np.ndarray, target: int) -> np.ndarray:
     return base
 
 
+def _prefix_closest(cum: np.ndarray, goal: int) -> int:
+    """How many leading items (0..len) bring the running total ``cum`` closest to ``goal``; a tie takes fewer."""
+    i = int(np.searchsorted(cum, goal, side="left"))  # i + 1 items are the first to reach the goal
+    if i >= len(cum):
+        return len(cum)
+    below = int(cum[i - 1]) if i > 0 else 0
+    return i if goal - below <= int(cum[i]) - goal else i + 1
+
+
+def _draw_with_replacement(rng: np.random.Generator, tokens: np.ndarray, goal: int) -> np.ndarray:
+    """Positions into ``tokens`` drawn uniformly with replacement until their tokens come closest to ``goal``."""
+    picks, total, mean = [], 0, float(tokens.mean())
+    while True:
+        size = int(math.ceil(max(goal - total, 0) / mean * 1.25)) + 16
+        batch = rng.integers(0, len(tokens), size)
+        cum = total + np.cumsum(tokens[batch])
+        k = _prefix_closest(cum, goal)
+        picks.append(batch[:k])
+        if k < size:
+            return np.concatenate(picks)
+        total = int(cum[-1])
+
+
 def _quality_selection(frame, cfg, target, centroids, dup, summary) -> Decision:
-    """DataMan selection: strata by source and domain with token-share quotas; top-k by quality (``quality``) or a
-    uniform sample of one ``quality_overall`` level (``dataman_level``); short strata upsampled with replacement."""
+    """DataMan selection by tokens (see the module docstring): strata by ``prune.stratify`` with token-share quotas
+    of the token budget; within a stratum the top by quality (``quality``) or a uniform sample of one
+    ``quality_overall`` level (``dataman_level``); strata short of their quota (``dataman_level`` only) upsampled
+    with replacement, the draws per document in ``repeat``."""
     p = cfg.prune
     n = frame.height
-    idx = np.arange(n, dtype=np.int64)
     level = frame["quality_overall"].to_numpy(allow_copy=True)
     if p.strategy == "quality":
         if p.quality_by:
@@ -279,35 +315,46 @@ def _quality_selection(frame, cfg, target, centroids, dup, summary) -> Decision:
         reason = np.where(keep, None, "dataman_level").astype(object)
         summary.update(strata=None, shortfall=0)
         return _finish(frame, cfg, keep, reason, None, None, summary, repeat=repeat)
-    code = strata(frame, list(p.stratify))
+    # tokens: whitespace words (the mixer's and the report's count), at least one per document
     words = frame["n_words"].cast(pl.Float64).fill_null(1.0).to_numpy()
+    tokens = np.maximum(np.rint(words), 1).astype(np.int64)
+    total_tokens = int(tokens.sum())
+    token_target = (2 * target * total_tokens + n) // (2 * n) if n else 0  # round(N · W / n), half up
+    code = strata(frame, list(p.stratify))
     n_strata = int(code.max()) + 1 if n else 0
-    # quotas by token share, over the strata that have an eligible document (the others cannot contribute)
+    stratum_tokens = np.bincount(code, weights=tokens, minlength=n_strata).astype(np.int64)
+    eligible_tokens = np.bincount(code[eligible], weights=tokens[eligible], minlength=n_strata).astype(np.int64)
+    # token quotas over the strata that have an eligible document (the others cannot contribute); a quota never
+    # exceeds its stratum's tokens, since token_target ≤ total_tokens
     has_eligible = np.bincount(code[eligible], minlength=n_strata) > 0
-    weights = np.bincount(code, weights=np.maximum(words, 1.0), minlength=n_strata) * has_eligible
-    quotas = proportional_quotas(weights, target)
-    summary["strata_without_eligible"] = int((~has_eligible).sum())
+    quotas = proportional_quotas(stratum_tokens * has_eligible, token_target)
+    # the members of each stratum in canonical order
+    by_code = np.argsort(code, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(code, minlength=n_strata))])
     repeat = np.zeros(n, dtype=np.int32)
-    shortfall = upsampled = 0
-    for s_, q in enumerate(quotas):
-        cand = idx[(code == s_) & eligible]
-        if q == 0:
-            continue
-        rng = np.random.default_rng([cfg.run.seed, 0x51, s_])
-        if len(cand) == 0:
-            shortfall += int(q)
-            continue
-        if score is not None:  # top-k by score, ties by canonical order
+    drawn = np.zeros(n_strata, dtype=np.int64)
+    carry = upsampled = 0  # carry: tokens the strata before fell short of their quotas (negative: over)
+    for s_ in np.flatnonzero(has_eligible):
+        members = by_code[bounds[s_] : bounds[s_ + 1]]
+        cand = members[eligible[members]]
+        rng = np.random.default_rng([cfg.run.seed, 0x51, int(s_)])
+        if score is not None:  # top by score, ties by canonical order
             order = cand[np.lexsort((cand, -score[cand]))]
         else:  # uniform sample of the level
             order = cand[rng.permutation(len(cand))]
-        take = order[: min(q, len(order))]
-        repeat[take] = 1
-        extra = int(q) - len(take)
-        if extra > 0:  # short stratum: upsample with replacement, record the repeats
-            draws = rng.integers(0, len(take), extra)
-            np.add.at(repeat, take[draws], 1)
-            upsampled += extra
+        goal = int(quotas[s_]) + carry
+        cum = np.cumsum(tokens[order])
+        k = _prefix_closest(cum, goal)
+        repeat[order[:k]] = 1
+        got = int(cum[k - 1]) if k else 0
+        if p.strategy == "dataman_level" and quotas[s_] > eligible_tokens[s_] and goal > got:
+            # short stratum (its documents at the level hold fewer tokens than its quota): upsample with replacement
+            extra = order[_draw_with_replacement(rng, tokens[order], goal - got)]
+            np.add.at(repeat, extra, 1)
+            got += int(tokens[extra].sum())
+            upsampled += len(extra)
+        drawn[s_] = got
+        carry = goal - got
     keep = repeat > 0
     reason = np.full(n, None, dtype=object)
     if score is not None:
@@ -315,14 +362,45 @@ def _quality_selection(frame, cfg, target, centroids, dup, summary) -> Decision:
     else:
         reason[~keep & eligible] = "dataman_sample"
         reason[~keep & ~eligible] = "dataman_level"
-    summary.update(strata=int(n_strata), shortfall=shortfall, upsampled_draws=upsampled, draws=int(repeat.sum()))
+    tokens_drawn = int((tokens * repeat).sum())
+    shortfall = token_target if not has_eligible.any() else 0
     if shortfall:
-        logger.warning(f"prune: {shortfall} of {target} draws found no eligible document in their stratum")
+        logger.warning(f"prune: no document is eligible for {p.strategy}; {shortfall} target tokens not drawn")
+    elif n and abs(tokens_drawn - token_target) > int(tokens.max()):  # pragma: no cover - a bug, never bad input
+        raise AssertionError(f"prune drew {tokens_drawn} tokens, target {token_target}")
+    first = np.unique(code, return_index=True)[1] if n else np.zeros(0, np.int64)
+    keys = frame[first.tolist()].select(list(p.stratify)).to_dicts() if p.stratify else [{}] * len(first)
+    summary.update(
+        unit="tokens",
+        strata=int(n_strata),
+        strata_without_eligible=int((~has_eligible).sum()),
+        tokens_total=total_tokens,
+        token_target=int(token_target),
+        tokens_drawn=tokens_drawn,
+        unique_tokens_kept=int(tokens[keep].sum()),
+        shortfall=int(shortfall),
+        upsampled_draws=int(upsampled),
+        draws=int(repeat.sum()),
+        by_stratum=[
+            {
+                **keys[s_],
+                "docs": int(bounds[s_ + 1] - bounds[s_]),
+                "tokens": int(stratum_tokens[s_]),
+                "eligible_tokens": int(eligible_tokens[s_]),
+                "quota_tokens": int(quotas[s_]),
+                "drawn_tokens": int(drawn[s_]),
+                "kept": int(keep[by_code[bounds[s_] : bounds[s_ + 1]]].sum()),
+                "draws": int(repeat[by_code[bounds[s_] : bounds[s_ + 1]]].sum()),
+            }
+            for s_ in range(n_strata)
+        ],
+    )
     stats = None
     if centroids is not None and "cluster_id" in frame.columns:
         survivors = ~dup if dup is not None else np.ones(n, dtype=bool)
         stats = _cluster_stats_frame(*cluster_table(frame, centroids, survivors, cfg))
-    return _finish(frame, cfg, keep, reason, target - shortfall, stats, summary, repeat=repeat)
+    # the target is in tokens here: draws need not equal the document target N
+    return _finish(frame, cfg, keep, reason, target, stats, summary, repeat=repeat, check_draws=False)
 
 
 def _cluster_stats_frame(size, size_s, d_intra, d_int, comp, quota=None) -> pl.DataFrame:
@@ -339,9 +417,9 @@ def _cluster_stats_frame(size, size_s, d_intra, d_int, comp, quota=None) -> pl.D
     )
 
 
-def _finish(frame, cfg, keep, reason, target, stats, summary, repeat=None) -> Decision:
+def _finish(frame, cfg, keep, reason, target, stats, summary, repeat=None, check_draws=True) -> Decision:
     drawn = int(keep.sum()) if repeat is None else int(repeat.sum())
-    if target is not None and drawn != target:  # pragma: no cover - a bug, never bad input
+    if check_draws and target is not None and drawn != target:  # pragma: no cover - a bug, never bad input
         raise AssertionError(f"prune drew {drawn} documents, target {target}")
     if "dup_max_sim" in frame.columns:
         summary["kept_fraction_by_eps"] = {

@@ -521,3 +521,242 @@ def test_fewer_buckets_in_an_existing_run_dir(base, rerun):
     f = curated(out)
     assert f.height == N_VALID
     assert (f["keep"].to_numpy() == ~dup_mask(f)).all()
+
+
+# -- quality strategies: DataMan selection by tokens (DESIGN §3.6) ---------------------------------------------------
+# The target N (documents) becomes a token budget T = round(N · W / n); each stratum's quota is its token share of T,
+# and a stratum keeps the prefix of its ranking whose tokens come closest to its quota (plus the rounding left over by
+# the strata before it). Quotas in tokens were once applied as document counts: a stratum of long documents got more
+# draws than it has documents, so at keep_fraction 1 some documents were repeated.
+
+
+def quality_frame(rows: list[tuple]) -> pl.DataFrame:
+    """A prune frame from ``(source, n_words, quality_score, quality_overall)`` rows, in canonical order."""
+    source, words, score, overall = (list(c) for c in zip(*rows, strict=True))
+    n = len(rows)
+    return pl.DataFrame(
+        {
+            "stem": ["s0"] * n,
+            "pos": list(range(n)),
+            "id": [f"d{i}" for i in range(n)],
+            "source": source,
+            "quality_domain": ["Other"] * n,
+            "n_words": pl.Series(words, dtype=pl.Int32),
+            "quality_score": pl.Series(score, dtype=pl.Float32),
+            "quality_overall": pl.Series(overall, dtype=pl.Int8),
+        }
+    )
+
+
+def decide_quality(frame: pl.DataFrame, *sets: str):
+    from pipeline.prune import decide
+
+    cfg = load_config(None, list(sets), {"io.input": ["unused"], "io.output": "unused"})
+    return decide(frame, cfg, None)
+
+
+#: two sources: "books" two documents of 30 words (60 tokens), "web" four of 10 (40 tokens); W = 100, n = 6
+TWO_SOURCES = [
+    ("books", 30, 0.2, 5), ("books", 30, 0.9, 3),
+    ("web", 10, 0.5, 5), ("web", 10, 0.1, 5), ("web", 10, 0.7, 2), ("web", 10, 0.3, 2),
+]  # fmt: skip
+
+
+def test_quality_at_fraction_one_keeps_every_document_once():
+    """The bug: token-share quotas (books 60%, web 40%) applied as document counts gave books round(0.6 · 6) = 4
+    draws of its 2 documents (each repeated) and web 2 of its 4 documents."""
+    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_fraction=1.0")
+    assert d.keep.all()
+    assert d.repeat.tolist() == [1] * 6
+    assert (d.reason == None).all()  # noqa: E711 - an object array
+    s = d.summary
+    assert (s["token_target"], s["tokens_drawn"], s["draws"], s["upsampled_draws"]) == (100, 100, 6, 0)
+    assert [(b["source"], b["quota_tokens"], b["drawn_tokens"], b["kept"]) for b in s["by_stratum"]] == [
+        ("books", 60, 60, 2), ("web", 40, 40, 4),
+    ]  # fmt: skip
+
+
+def test_quality_half_by_hand():
+    # N = 3 -> T = round(3 · 100 / 6) = 50 tokens: books 30 (its best document), web 20 (its best two)
+    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_fraction=0.5")
+    assert d.keep.tolist() == [False, True, True, False, True, False]
+    assert d.repeat.tolist() == [0, 1, 1, 0, 1, 0]
+    assert d.reason.tolist() == ["quality_rank", None, None, "quality_rank", None, "quality_rank"]
+    s = d.summary
+    assert (s["target"], s["token_target"], s["tokens_drawn"]) == (3, 50, 50)
+    assert [(b["quota_tokens"], b["drawn_tokens"]) for b in s["by_stratum"]] == [(30, 30), (20, 20)]
+
+
+def test_quality_target_is_in_tokens_with_the_rounding_carried_on():
+    # keep_count 4 -> T = round(400 / 6) = 67; quotas 40.2 / 26.8 -> 40 / 27 (largest remainder).
+    # books: 30 tokens (1 document) is closer to 40 than 60, 10 short -> web aims at 27 + 10 = 37: 40 tokens (4
+    # documents) is closer than 30. 70 tokens in 5 documents: within one document (30) of T, not N documents.
+    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_count=4")
+    assert d.keep.tolist() == [False, True, True, True, True, True]
+    assert d.repeat.max() == 1
+    s = d.summary
+    assert (s["target"], s["token_target"], s["tokens_drawn"], s["draws"]) == (4, 67, 70, 5)
+    assert [(b["quota_tokens"], b["drawn_tokens"]) for b in s["by_stratum"]] == [(40, 30), (27, 40)]
+
+
+def test_dataman_level_upsamples_only_short_strata_by_hand():
+    # level 5: books has one 30-token document for a quota of 60 -> drawn twice; web two 10-token documents for 40
+    # -> each once, then two more draws with replacement (20 tokens) among them
+    d = decide_quality(
+        quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5", "prune.keep_fraction=1"
+    )
+    assert d.keep.tolist() == [True, False, True, True, False, False]
+    assert d.repeat[0] == 2 and d.repeat[2] >= 1 and d.repeat[3] >= 1 and d.repeat[2] + d.repeat[3] == 4
+    assert d.reason.tolist() == [None, "dataman_level", None, None, "dataman_level", "dataman_level"]
+    s = d.summary
+    assert (s["token_target"], s["tokens_drawn"], s["draws"], s["upsampled_draws"]) == (100, 100, 6, 3)
+    # at a smaller target no stratum is short: no repeats. N = 2 -> T = 33; quotas 20 / 13; books takes its level-5
+    # document (30, closer to 20 than 0), 10 over -> web aims at 3: nothing
+    d = decide_quality(
+        quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5", "prune.keep_fraction=0.3"
+    )
+    assert d.repeat.tolist() == [1, 0, 0, 0, 0, 0]
+    assert d.reason.tolist() == [None, "dataman_level", "dataman_sample", "dataman_sample"] + ["dataman_level"] * 2
+    # without a target: every document at the level, once
+    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5")
+    assert d.repeat.tolist() == [1, 0, 1, 1, 0, 0]
+
+
+def random_quality_frame(seed: int, n: int = 600) -> pl.DataFrame:
+    """Sources and domains of very different sizes, document lengths correlated with the score."""
+    rng = np.random.default_rng(seed)
+    source = rng.choice(["web", "books", "code", "papers"], n, p=[0.55, 0.25, 0.15, 0.05])
+    domain = rng.choice(["Medicine", "Law", "Coding", None], n, p=[0.4, 0.3, 0.2, 0.1])
+    score = rng.normal(size=n)
+    long_source = np.where(np.isin(source, ["books", "papers"]), 400, 60)
+    words = np.maximum(1, (long_source * np.exp(0.5 * score + rng.normal(scale=0.5, size=n)))).astype(np.int64)
+    words[rng.random(n) < 0.02] = 0  # counted as one token
+    return pl.DataFrame(
+        {
+            "stem": ["s0"] * n, "pos": np.arange(n), "id": [f"d{i}" for i in range(n)],
+            "source": source.tolist(), "quality_domain": domain.tolist(),
+            "n_words": pl.Series(words, dtype=pl.Int32),
+            "quality_score": pl.Series(score, dtype=pl.Float32),
+            "quality_overall": pl.Series(rng.integers(1, 6, n), dtype=pl.Int8),
+        }
+    )  # fmt: skip
+
+
+def stratum_codes(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    keys = frame.select(columns).rows() if columns else [()] * frame.height
+    order = {k: i for i, k in enumerate(set(keys))}
+    return np.array([order[k] for k in keys])
+
+
+def in_stratum(frame: pl.DataFrame, row: dict) -> np.ndarray:
+    """The members of a ``prune.json`` ``by_stratum`` row (its key columns, null included)."""
+    mask = np.ones(frame.height, dtype=bool)
+    for c in ("source", "quality_domain"):
+        if c in row:
+            mask &= (frame[c].is_null() if row[c] is None else frame[c] == row[c]).fill_null(False).to_numpy()
+    return mask
+
+
+@pytest.mark.parametrize("stratify", ["[source,quality_domain]", "[source]", "[]"])
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.37, 0.5, 0.8, 0.99, 1.0])
+def test_quality_token_shares_and_budget(stratify, fraction):
+    frame = random_quality_frame(7)
+    n = frame.height
+    sets = ["prune.strategy=quality", f"prune.keep_fraction={fraction}", f"prune.stratify={stratify}"]
+    d = decide_quality(frame, *sets)
+    tokens = np.maximum(frame["n_words"].to_numpy(), 1)
+    score = frame["quality_score"].to_numpy()
+    big = int(tokens.max())
+    W = int(tokens.sum())
+    N = math.floor(fraction * n + 0.5)
+    T = math.floor(N * W / n + 0.5)
+    assert d.summary["token_target"] == T
+    assert set(d.repeat.tolist()) <= {0, 1} and d.summary["upsampled_draws"] == 0  # quality never repeats
+    assert (d.keep == (d.repeat == 1)).all()
+    kept_tokens = int(tokens[d.keep].sum())
+    assert d.summary["tokens_drawn"] == kept_tokens
+    assert abs(kept_tokens - T) <= big / 2  # within (half) a document of the budget
+    assert int(d.keep.sum()) + int((~d.keep).sum()) == n
+    assert (d.reason[~d.keep] == "quality_rank").all() and (d.reason[d.keep] == None).all()  # noqa: E711
+    columns = [c for c in ("source", "quality_domain") if c in stratify]
+    code = stratum_codes(frame, columns)
+    for s in np.unique(code):
+        members = code == s
+        w_s = int(tokens[members].sum())
+        got = int(tokens[members & d.keep].sum())
+        # the token share of every stratum is its share of the corpus, to about one document
+        assert abs(got - T * w_s / W) <= big + 1, (s, got, T * w_s / W)
+        # within a stratum the kept documents are the best by quality_score
+        kept_s, dropped_s = score[members & d.keep], score[members & ~d.keep]
+        if len(kept_s) and len(dropped_s):
+            assert kept_s.min() >= dropped_s.max()
+    if fraction == 1.0:
+        assert d.keep.all()
+    # strata large against a document: shares match the requested ones closely
+    for b in d.summary["by_stratum"]:
+        assert b["drawn_tokens"] <= b["tokens"]
+        if b["quota_tokens"] >= 20 * big:
+            assert b["drawn_tokens"] / T == pytest.approx(b["tokens"] / W, rel=0.1)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 1.0])
+def test_dataman_level_repeats_only_where_a_stratum_is_short(fraction):
+    frame = random_quality_frame(11)
+    sets = ["prune.strategy=dataman_level", "prune.dataman_level=4", f"prune.keep_fraction={fraction}"]
+    d = decide_quality(frame, *sets)
+    tokens = np.maximum(frame["n_words"].to_numpy(), 1)
+    level = frame["quality_overall"].to_numpy() == 4
+    assert not (d.keep & ~level).any()
+    assert (d.keep == (d.repeat > 0)).all()
+    assert abs(int((tokens * d.repeat).sum()) - d.summary["token_target"]) <= tokens.max()
+    for b in d.summary["by_stratum"]:
+        members = in_stratum(frame, b)
+        assert b["eligible_tokens"] == int(tokens[members & level].sum())
+        if d.repeat[members].max(initial=0) > 1:
+            assert b["quota_tokens"] > b["eligible_tokens"]  # only a short stratum is upsampled
+        else:
+            assert b["draws"] == b["kept"]
+    assert d.summary["draws"] == int(d.repeat.sum()) == int(d.keep.sum()) + d.summary["upsampled_draws"]
+
+
+# -- quality strategies through the pipeline ------------------------------------------------------------------------
+
+
+def n_words(out: Path) -> np.ndarray:
+    q = pl.concat([pl.read_parquet(out / "quality" / f"{stem}.parquet") for stem in STEMS])
+    return np.maximum(q["n_words"].fill_null(1).to_numpy(), 1)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_quality_strategy_end_to_end(rerun, fraction):
+    out = rerun("prune.strategy=quality", f"prune.keep_fraction={fraction}", stages=["prune", "write"])
+    f = curated(out)
+    assert f.height == N_VALID
+    keep, repeat = f["keep"].to_numpy(), f["repeat"].to_numpy()
+    assert set(repeat.tolist()) <= {0, 1} and (keep == (repeat == 1)).all()  # no document repeated
+    tokens = n_words(out)
+    summary = json.loads((out / "prune.json").read_text())
+    T = math.floor(target_of(fraction) * int(tokens.sum()) / N_VALID + 0.5)
+    assert summary["token_target"] == T and summary["unit"] == "tokens"
+    assert abs(int(tokens[keep].sum()) - T) <= tokens.max()
+    assert summary["kept"] == int(keep.sum()) == summary["draws"]
+    if fraction == 1.0:
+        assert keep.all() and (repeat == 1).all()
+    assert (f["drop_reason"].is_null() == f["keep"]).all()
+    check_books(out)  # input = kept + dropped + rejected for prune and write
+
+
+def test_dataman_level_end_to_end(base, rerun):
+    level = int(base.frame["quality_overall"].drop_nulls().mode().sort()[0])
+    out = rerun("prune.strategy=dataman_level", f"prune.dataman_level={level}", "prune.keep_fraction=0.5",
+                stages=["prune", "write"])  # fmt: skip
+    f = curated(out)
+    keep, repeat = f["keep"].to_numpy(), f["repeat"].to_numpy()
+    assert (f.filter(pl.col("keep"))["quality_overall"] == level).all()
+    assert (keep == (repeat > 0)).all()
+    tokens = n_words(out)
+    summary = json.loads((out / "prune.json").read_text())
+    assert abs(int((tokens * repeat).sum()) - summary["token_target"]) <= tokens.max()
+    for b in summary["by_stratum"]:
+        assert b["draws"] == b["kept"] or b["quota_tokens"] > b["eligible_tokens"]
+    check_books(out)

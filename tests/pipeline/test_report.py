@@ -192,13 +192,20 @@ def test_curves_have_every_strategy_and_fraction(base, run_copy, no_model, monke
                 "domain_entropy", "dup_rate", "predicted_error", "budget_tokens"):  # fmt: skip
         assert col in c.columns, col
     assert c.height == report.curves.height
-    # n_kept matches the fraction (the quality strategies may upsample: their draws match it)
+    # n_kept matches the fraction; the quality strategies select by tokens (DESIGN §3.6): their draws hold the
+    # fraction of the corpus's tokens, within one document
     target = (pl.col("keep_fraction") * N + 0.5).floor().cast(pl.Int64)
     assert (c["target"] == c.select(target).to_series()).all()
-    assert (c["n_draws"] == c["target"]).all()
     plain = c.filter(~pl.col("strategy").is_in(["quality", "dataman_level"]))
+    assert (plain["n_draws"] == plain["target"]).all()
     assert (plain["n_kept"] == plain["target"]).all()
     assert (c["n_kept"] <= c["n_draws"]).all()
+    words = pl.concat([pl.read_parquet(base.out / "quality" / f"{s}.parquet") for s in STEMS])["n_words"]
+    total, longest = int(words.clip(lower_bound=1).sum()), int(words.max())
+    for row in c.filter(pl.col("strategy").is_in(["quality", "dataman_level"])).iter_rows(named=True):
+        assert abs(row["tokens_kept"] - row["keep_fraction"] * total) <= longest, row
+        if row["strategy"] == "quality":
+            assert row["n_kept"] == row["n_draws"], "quality never repeats a document"
     # every strategy keeps everything at fraction 1 (the quality strategies: up to their strata)
     full = plain.filter(pl.col("keep_fraction") == 1.0)
     assert full["cluster_coverage"].to_list() == [1.0] * full.height
