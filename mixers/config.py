@@ -21,7 +21,7 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.section import Section
 
@@ -247,8 +247,6 @@ class MixSection(_Section):
         upsample: The end-of-training upsampling phase (:class:`UpsampleSection`).
         seed: Seed recorded in the plan for the loader's sampling order (default ``null``: ``run.seed``).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     budget_tokens: int | None = Field(None, gt=0)
     flops: float | None = Field(None, gt=0)

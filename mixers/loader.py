@@ -247,9 +247,9 @@ def _build_index(plan: dict[str, Any], rd, where: str, id_field: str) -> _Index:
     tc = plan["token_count"]
     counter = None
     if tc.get("method") == "tokenizer":
-        from mixers.planner import _token_counter
+        from mixers.planner import token_counter
 
-        counter = _token_counter(tc["tokenizer"])
+        counter = token_counter(tc["tokenizer"])
     elif tc.get("method") != "whitespace":
         msg = f"{where}: unknown token_count.method {tc.get('method')!r}"
         raise MixturePlanError(msg)
@@ -760,7 +760,8 @@ class MixtureDataset(IterableDataset):
         world_size: Number of ranks (default ``None``: ``torch.distributed`` if initialised, else 1).
         run_dir: The run directory the plan's shard paths are relative to (default: the plan's directory).
         storage_options: fsspec options of a remote run directory (default ``None``).
-        id_field: The id column of the curated shards (default ``id``).
+        id_field: The id column of the curated shards (default ``None``: the plan's ``pool_definition.id_column``,
+            or ``id`` for a plan that does not record one).
         shuffle_block: Row groups whose documents are shuffled together within a pass (default 1). More mixes
             documents of more row groups in each stretch of the order, and needs a larger ``cache_bytes``.
         cache_bytes: Bound on the decoded row groups (id and text columns) kept per process (default ``None``: 64
@@ -787,7 +788,7 @@ class MixtureDataset(IterableDataset):
         world_size: int | None = None,
         run_dir: str | None = None,
         storage_options: dict[str, Any] | None = None,
-        id_field: str = "id",
+        id_field: str | None = None,
         shuffle_block: int = 1,
         cache_bytes: int | None = None,
         check_version: bool = True,
@@ -815,12 +816,13 @@ class MixtureDataset(IterableDataset):
         self.batch_size = 1 if seq_len is not None else int(batch_size)
         self._rank, self._world_size = rank, world_size
         self.shuffle_block = int(shuffle_block)
-        self.id_field = id_field
-        self.text_field = data["pool_definition"].get("text_column") or "text"
+        definition = data["pool_definition"]
+        self.id_field = id_field or definition.get("id_column") or "id"
+        self.text_field = definition.get("text_column") or "text"
         self.pool_names = [p["pool"] for p in data["pools"]]
         self.phase_names = [p["name"] for p in data["phases"]]
         self._fs = rd.fs
-        self._index = _build_index(data, rd, where, id_field)
+        self._index = _build_index(data, rd, where, self.id_field)
         if cache_bytes is None:
             largest = int(self._index.rg_bytes.max()) if len(self._index.rg_bytes) else 0
             cache_bytes = max(64 << 20, 4 * largest)

@@ -19,8 +19,9 @@ from rich.table import Table
 
 from mixers.config import MixSection
 from mixers.planner import build_plan, plan_json, write_plan
+from pipeline.cli_util import exit_on_error
 from pipeline.config import WinnowConfig, load_config
-from pipeline.errors import ConfigError, CurationError
+from pipeline.errors import ConfigError
 
 __all__ = ["load_mix_config", "mix_command"]
 
@@ -115,21 +116,20 @@ def mix_command(
     """
     out = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
-    try:
+    with exit_on_error(err):
         cfg, mix = load_mix_config(config, set_, budget_tokens=budget_tokens, flops=flops, model_params=model_params)
         run_dir = run or cfg.io.output
         if not run_dir:
             raise ConfigError("--run: give the run directory (or set io.output in the config)")
         plan = build_plan(
-            run_dir, mix, text_field=cfg.io.text_field, seed=cfg.run.seed, storage_options=cfg.io.storage_options
+            run_dir,
+            mix,
+            text_field=cfg.io.text_field,
+            id_field=cfg.io.id_field,
+            seed=cfg.run.seed,
+            storage_options=cfg.io.storage_options,
         )
         path = write_plan(run_dir, plan, cfg.io.storage_options)
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(2) from None
-    except CurationError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(1) from None
     for w in plan["warnings"]:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     if json_:

@@ -49,8 +49,9 @@ plan warns.
     token_count       {method, ...}: how the loader must count tokens to follow the plan
     law               {name, reference, unit, a: {value, source}, d: {value, source}, tau_scaling, b_mean,
                        buckets: [{quality_bucket, quality_rank, b, tau, source}]}
-    pool_definition   {keep_column, repeat_column, text_column, quality: {kind, column, edges, ...},
-                       domain: {column, null}}: how a curated row maps to its pool
+    pool_definition   {keep_column, repeat_column, text_column, id_column, quality: {kind, column, edges, ...},
+                       domain: {column, null}}: how a curated row maps to its pool (and which columns the
+                       loader reads; a plan without id_column is read with the loader's id_field, default id)
     shards            [{path (relative to the run), rows, kept_rows}]
     candidates        [{m, quality_buckets, pools, documents, unique_tokens, unique_epochs, s0, in_regime,
                         predicted_error, effective_tokens, muennighoff_loss, max_unique_epochs, max_unique_epochs_pool,
@@ -93,6 +94,7 @@ __all__ = [
     "plan_mixture",
     "pool_stats",
     "resolve_law",
+    "token_counter",
     "write_plan",
 ]
 
@@ -627,8 +629,21 @@ class PoolStats:
     warnings: tuple[str, ...]
 
 
-def _token_counter(path: str) -> Callable[[list[str]], list[int]]:
-    """Token counts of texts with a local tokenizer (``tokenizer.json`` via ``tokenizers``, else transformers)."""
+def token_counter(path: str) -> Callable[[list[str]], list[int]]:
+    """Token counts of texts with a local tokenizer (``tokenizer.json`` via ``tokenizers``, else transformers).
+
+    The planner counts a pool's tokens with it (``mix.token_count.method: tokenizer``), and the loader recounts
+    them with it to follow the plan.
+
+    Args:
+        path: A ``tokenizer.json`` file, or a local directory holding one (or a transformers tokenizer).
+
+    Returns:
+        A function from a batch of texts to their token counts (no special tokens, no truncation).
+
+    Raises:
+        ConfigError: ``path`` does not exist or holds no loadable tokenizer.
+    """
     from pathlib import Path
 
     p = Path(path)
@@ -673,7 +688,12 @@ def _presence(schemas: dict[str, Any], column: str) -> list[str]:
 
 
 def pool_stats(
-    run_dir: str, mix: MixSection, *, text_field: str = "text", storage_options: dict[str, Any] | None = None
+    run_dir: str,
+    mix: MixSection,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    storage_options: dict[str, Any] | None = None,
 ) -> PoolStats:
     """Count documents and tokens per pool over ``<run_dir>/curated/*.parquet`` (kept rows only).
 
@@ -681,6 +701,7 @@ def pool_stats(
         run_dir: The run directory (local path or fsspec URL).
         mix: The mix config (``pools``, ``token_count``).
         text_field: The text column (``io.text_field``; default ``text``).
+        id_field: The id column (``io.id_field``; default ``id``), recorded in the definition for the loader.
         storage_options: fsspec options of a remote run directory.
 
     Returns:
@@ -812,7 +833,7 @@ def pool_stats(
 
     # --- tokens and aggregation per shard
     tc = mix.token_count
-    counter = _token_counter(tc.tokenizer) if tc.method == "tokenizer" else None
+    counter = token_counter(tc.tokenizer) if tc.method == "tokenizer" else None
     parts = []
     for rel, lf in scans.items():
         kept = lf.filter(kept_expr(rel)).select(
@@ -868,6 +889,7 @@ def pool_stats(
         "keep_column": KEEP,
         "repeat_column": REPEAT if _presence(schemas, REPEAT) else None,
         "text_column": text_field,
+        "id_column": id_field,
         "quality": definition_q,
         "domain": {"column": d_column, "null": NULL_DOMAIN} if d_column else {"column": None, "label": ALL},
     }
@@ -900,6 +922,7 @@ def build_plan(
     mix: MixSection,
     *,
     text_field: str = "text",
+    id_field: str = "id",
     seed: int = 0,
     storage_options: dict[str, Any] | None = None,
     budget_tokens: int | None = None,
@@ -910,6 +933,7 @@ def build_plan(
         run_dir: The run directory (local path or fsspec URL).
         mix: The mix config.
         text_field: The text column (``io.text_field``).
+        id_field: The id column (``io.id_field``), recorded as ``pool_definition.id_column``.
         seed: The run's seed, recorded when ``mix.seed`` is null.
         storage_options: fsspec options of a remote run directory.
         budget_tokens: Overrides the config's budget.
@@ -920,7 +944,7 @@ def build_plan(
     import pipeline
     from pipeline.rundir import RunDir
 
-    stats = pool_stats(run_dir, mix, text_field=text_field, storage_options=storage_options)
+    stats = pool_stats(run_dir, mix, text_field=text_field, id_field=id_field, storage_options=storage_options)
     core = plan_mixture(stats.pools, mix, budget_tokens=budget_tokens, n_quality_buckets=stats.n_quality_buckets)
     config_hash = _config_hash(RunDir(run_dir, storage_options))
     warnings = list(stats.warnings)

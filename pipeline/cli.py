@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 import pipeline
+from pipeline.cli_util import exit_on_error
 from pipeline.config import WinnowConfig, load_config
-from pipeline.errors import ConfigError, CurationError
 from pipeline.io import list_shards
 
 app = typer.Typer(
@@ -74,6 +74,20 @@ def _config(config, inputs, output, sets, workers, limit, seed) -> WinnowConfig:
 
 
 def _summary(result) -> None:
+    """End-of-run summary on stderr: the stats of the stages that ran and (``executor.kind: slurm``) the jobs
+    submitted, whose stages have not run yet."""
+    if result.stages or not result.jobs:
+        _stats_table(result)
+    if result.jobs:  # stages submitted to Slurm have not run yet: nothing to count
+        _jobs_table(result)
+        n_jobs = sum(len(ids) for ids in result.jobs.values())
+        tail = f"{n_jobs} Slurm job(s) submitted; outputs in {result.run_dir} once they finish"
+    else:
+        tail = f"{result.seconds:,.1f}s wall; outputs in {result.run_dir}"
+    err.print(f"{len(result.shards)} shard(s), {tail}")
+
+
+def _stats_table(result) -> None:
     table = Table(title=f"winnow run: {result.run_dir}", title_justify="left")
     for col in ("stage", "input", "kept", "dropped", "rejected", "seconds", "docs/s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
@@ -90,7 +104,15 @@ def _summary(result) -> None:
     if reasons:
         err.print("rejected by reason: " + ", ".join(f"{k}={v:,}" for k, v in sorted(reasons.items())))
         err.print(f"rejects: {result.run_dir}/rejects/")
-    err.print(f"{len(result.shards)} shard(s), {result.seconds:,.1f}s wall; outputs in {result.run_dir}")
+
+
+def _jobs_table(result) -> None:
+    table = Table(title=f"winnow run: {result.run_dir}: submitted to Slurm", title_justify="left")
+    table.add_column("stage")
+    table.add_column("job ids")
+    for name, ids in result.jobs.items():
+        table.add_row(name, ", ".join(ids))
+    err.print(table)
 
 
 def _execute(
@@ -101,7 +123,7 @@ def _execute(
     from pipeline.runner import run_pipeline, setup_logging
 
     setup_logging(-1 if quiet else verbose)
-    try:
+    with exit_on_error(err, config_label="config error"):
         cfg = _config(config, inputs, output, sets, workers, limit, seed)
         if dry_run:
             shards = list_shards(cfg.io.input, cfg.io.storage_options)
@@ -114,12 +136,6 @@ def _execute(
         result = run_pipeline(
             cfg, stages, overwrite=overwrite, progress=False if no_progress else None, fail_on_reject=fail_on_reject
         )
-    except ConfigError as e:
-        err.print(f"[bold red]config error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
-    except CurationError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
     if not quiet:
         _summary(result)
 
@@ -231,11 +247,8 @@ def show_config(
     schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema of the config instead.")] = False,
 ) -> None:
     """Print the resolved config (defaults, then the file, then --set overrides) as YAML."""
-    try:
+    with exit_on_error(err, config_label="config error"):
         cfg = load_config(config, set)
-    except ConfigError as e:
-        err.print(f"[bold red]config error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
     if schema:
         import json
 

@@ -524,7 +524,7 @@ def pruning_curves(
                 if d.summary.get("target_exceeds_survivors"):
                     exceeded.append(f"{frac:g}")
                 if d.summary.get("shortfall"):
-                    short.append(f"{s} at {frac:g} ({d.summary['shortfall']} draws)")
+                    short.append(f"{s} at {frac:g} ({d.summary['shortfall']} target tokens not drawn)")
                 if d.repeat is not None and int(d.repeat.sum()) > int(d.keep.sum()):
                     upsampled.append(f"{s} at {frac:g} ({int(d.keep.sum()):,} for {int(d.repeat.sum()):,} draws)")
                 m = kept_metrics(
@@ -1414,8 +1414,8 @@ def report_command(
     Example: winnow report --run runs/quickstart --fractions 0.1,0.3,0.5,0.7,1 --proxy lm
     """
     from rich.console import Console
-    from rich.markup import escape
 
+    from pipeline.cli_util import exit_on_error
     from pipeline.runner import setup_logging
 
     err = Console(stderr=True, soft_wrap=True)
@@ -1424,7 +1424,7 @@ def report_command(
         raise typer.BadParameter(f"--proxy must be none or lm, got {proxy!r}")
     fracs = _parse_list(fractions, "--fractions", float)
     names = _parse_list(strategies, "--strategies")
-    try:
+    with exit_on_error(err):
         proxy_cfg = None
         if proxy == "lm":
             from pipeline.proxy_lm import ProxyConfig
@@ -1442,12 +1442,6 @@ def report_command(
             run, fractions=fracs or DEFAULT_FRACTIONS, strategies=names, proxy=proxy_cfg,
             budget_tokens=budget_tokens, sets=set_, inputs=input, domain=domain,
         )  # fmt: skip
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(2) from None
-    except CurationError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(1) from None
     if not quiet:
         c = result.curves
         err.print(

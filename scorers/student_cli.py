@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cli_util import exit_on_error
 from pipeline.errors import ConfigError, CurationError
 from pipeline.rundir import RunDir
 from scorers.base import CRITERIA
@@ -351,7 +352,7 @@ def train_student_command(
     """
     stdout = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
-    try:
+    with exit_on_error(err):
         if device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"--device must be cpu, cuda or auto, got {device!r}")
         run_dir = RunDir(run)
@@ -380,12 +381,6 @@ def train_student_command(
             table, vectors, texts, out, seed=seed, holdout=holdout, epochs=epochs,
             use_text_features=text_features, embed_model=embed_model, device=device, extra=extra,
         )  # fmt: skip
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(2) from None
-    except CurationError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(1) from None
     if json_:
         typer.echo(json.dumps(report, indent=2))
         return

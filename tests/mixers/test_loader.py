@@ -200,6 +200,26 @@ def test_rows_are_read_correctly_and_pooled_by_the_plan_rule(run, reference):
         assert row["pool"] == expected[row["id"]]
 
 
+def test_id_column_comes_from_the_plan(fresh_run, reference):
+    plan = json.loads((fresh_run / PLAN_FILE).read_text())
+    assert plan["pool_definition"]["id_column"] == "id"
+    # a plan made before pool_definition recorded id_column: the loader's id_field, default "id"
+    del plan["pool_definition"]["id_column"]
+    edit_plan(fresh_run, pool_definition=plan["pool_definition"])
+    assert [key(r) for r in MixtureDataset(fresh_run)] == reference
+    # ids in another column: the plan names it and the loader reads it without id_field=
+    for f in (fresh_run / "curated").glob("*.parquet"):
+        table = pq.read_table(f)
+        names = ["doc_id" if c == "id" else c for c in table.column_names]
+        pq.write_table(table.rename_columns(names), f, row_group_size=32)
+    with pytest.raises(MixturePlanError, match="has no column 'id'"):
+        MixtureDataset(fresh_run)
+    assert [key(r) for r in MixtureDataset(fresh_run, id_field="doc_id")] == reference
+    edit_plan(fresh_run, pool_definition={**plan["pool_definition"], "id_column": "doc_id"})
+    ds = MixtureDataset(fresh_run)
+    assert ds.id_field == "doc_id" and [key(r) for r in ds] == reference
+
+
 def test_same_order_for_same_seed_and_epoch_else_different(run, reference):
     again = [key(r) for r in MixtureDataset(run)]
     assert again == reference

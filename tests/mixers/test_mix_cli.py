@@ -74,6 +74,13 @@ def test_json_equals_the_planner_and_the_file(run_dir):
     assert plan["budget"]["tokens"] == 60_000 and plan["config_hash"] == "0123456789abcdef"
     assert sum(p["tokens"] for p in plan["pools"]) == 60_000
     assert plan["phases"][1]["start_token"] == 48_000
+    assert plan["pool_definition"]["id_column"] == "id"
+
+
+def test_plan_records_the_configured_id_column(run_dir):
+    result = mix("--run", str(run_dir), *SMALL, "--set", "io.id_field=doc_id", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pool_definition"]["id_column"] == "doc_id"
 
 
 def test_explain_lists_every_candidate(run_dir):

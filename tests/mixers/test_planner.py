@@ -505,6 +505,8 @@ def test_build_plan_from_a_run_is_deterministic(tmp_path):
         "pool_definition", "shards", "candidates", "choice", "phases", "pools", "warnings",
     ]  # fmt: skip
     assert plan["config_hash"] == "abc123def4567890" and plan["seed"] == 3
+    assert plan["pool_definition"]["id_column"] == "id" and plan["pool_definition"]["text_column"] == "text"
+    assert build_plan(str(run), mix, id_field="doc_id")["pool_definition"]["id_column"] == "doc_id"
     assert [s["path"] for s in plan["shards"]] == ["curated/s0.parquet", "curated/s1.parquet", "curated/s2.parquet"]
     assert len(plan["candidates"]) == 4 and all(c["in_regime"] for c in plan["candidates"])
     check_invariants(plan, 60_000, 16)

@@ -4,6 +4,7 @@ subcommands, reruns, and a multi-worker run in a subprocess."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
@@ -17,13 +18,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import typer
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 import pipeline
+from mixers.planner import PlanError
 from pipeline.cli import app
+from pipeline.cli_util import exit_on_error
 from pipeline.config import WinnowConfig, load_config
 from pipeline.embed import BUNDLED_NAME
+from pipeline.errors import ConfigError, CurationError, ShardError
 from pipeline.runner import setup_logging
 from pipeline.stages import STAGES, WriteStage
 
@@ -396,6 +402,43 @@ def test_missing_input_exits_2(tmp_path):
     assert result.exit_code == 2, result.output
     assert "does not exist" in result.output
     assert not out.exists()
+
+
+def test_error_messages_with_brackets_are_printed_verbatim(tmp_path):
+    # "[bold]" / "[red]" would be read as rich markup (and dropped) if the message were not escaped
+    missing = str(tmp_path / "shard[bold].jsonl")
+    result = invoke("run", "--input", missing, "--output", str(tmp_path / "out"), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert "config error:" in result.output and missing in result.output
+    result = invoke("config", "--set", "io.bogus[red]=1")
+    assert result.exit_code == 2, result.output
+    assert "config error:" in result.output and "io.bogus[red]" in result.output
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "label"),
+    [
+        (ConfigError("bad key a[red]b[/red]"), 2, "oops"),
+        (PlanError("no rows in [bold]x[/]"), 2, "oops"),
+        (ShardError("s[1].parquet", "cannot read [italic]"), 1, "error"),
+        (CurationError("failed: [b]"), 1, "error"),
+    ],
+)
+def test_exit_on_error_maps_errors_to_exit_codes(error, code, label):
+    console = Console(file=io.StringIO(), width=200)
+    with pytest.raises(typer.Exit) as exc, exit_on_error(console, config_label="oops"):
+        raise error
+    assert exc.value.exit_code == code
+    assert console.file.getvalue() == f"{label}: {error}\n"
+
+
+def test_exit_on_error_passes_other_exceptions():
+    console = Console(file=io.StringIO())
+    with pytest.raises(KeyError), exit_on_error(console):
+        raise KeyError("x")
+    with exit_on_error(console):
+        pass
+    assert console.file.getvalue() == ""
 
 
 def test_missing_output_exits_2(main_run):

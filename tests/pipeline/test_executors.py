@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,9 +27,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
 from mixers.config import MixSection
 from mixers.planner import build_plan, plan_json
+from pipeline.cli import app
 from pipeline.config import WinnowConfig, load_config
 from pipeline.errors import ConfigError, CurationError, ShardError
 from pipeline.rundir import RunDir
@@ -494,6 +497,22 @@ def test_slurm_failed_stage_cancels_the_rest_and_a_rerun_resubmits(fake_slurm, t
     second = run_pipeline(cfg, ["assign", "dedup"], progress=False)  # nothing queued any more: resubmitted
     assert list(second.jobs) == ["assign", "dedup"] and second.jobs != first.jobs
     fake_slurm.wait()
+
+
+def test_slurm_submission_from_the_cli_prints_the_jobs_not_an_empty_summary(fake_slurm, tmp_path):
+    out = tmp_path / "slurm-cli"
+    args = ["cluster", "-c", str(QUICKSTART), "--output", str(out), "--no-progress"]
+    args += [a for s in SHARDS for a in ("--input", str(s))] + [a for s in [*TINY, *SLURM] for a in ("--set", s)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    jobs = json.loads((out / "slurm_jobs.json").read_text())["jobs"]
+    assert list(jobs) == ["fit", "assign"]
+    assert "submitted to Slurm" in result.output
+    for stage, ids in jobs.items():
+        assert re.search(rf"\b{stage}\W+{re.escape(', '.join(ids))}\b", result.output), result.output
+    assert "2 shard(s), 2 Slurm job(s) submitted" in result.output
+    assert "dropped" not in result.output  # no stats table: nothing has run yet
+    fake_slurm.wait()  # fit fails (no embeddings), assign is cancelled
 
 
 # -- workers ----------------------------------------------------------------------------------------------------

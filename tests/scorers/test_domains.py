@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from scorers.base import DOMAINS, QUALITY_SCHEMA
-from scorers.domains import DOMAIN_DESCRIPTIONS, DOMAIN_NAMES, DomainClassifier, keyword_domains, looks_like_code
+from scorers.domains import (
+    _EXTRA_KEYWORDS,
+    DOMAIN_DESCRIPTIONS,
+    DOMAIN_NAMES,
+    DomainClassifier,
+    keyword_domains,
+    looks_like_code,
+)
 from scorers.heuristic import HeuristicRater
 
 CLEAR = {
@@ -53,6 +60,14 @@ def test_descriptions_cover_every_domain():
     for desc, keywords in DOMAIN_DESCRIPTIONS.values():
         assert desc.endswith(".") and 1 <= desc.count(".") <= 3
         assert len(keywords) >= 5
+
+
+def test_fallback_keywords_are_listed_once_per_domain():
+    # the fallback counts a domain's DOMAIN_DESCRIPTIONS keywords and its _EXTRA_KEYWORDS together
+    assert set(_EXTRA_KEYWORDS) == set(DOMAIN_NAMES)
+    for name in DOMAIN_NAMES:
+        words = [kw.lower() for kw in DOMAIN_DESCRIPTIONS[name][1] + _EXTRA_KEYWORDS[name]]
+        assert len(words) == len(set(words)), name
 
 
 def test_clear_texts_by_embedding(embedder):
