@@ -13,7 +13,7 @@ import io as pyio
 import os
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -382,6 +382,8 @@ class ShardReader:
         try:
             f = fsspec.open(shard.url, mode="rb", **io.storage_options).open()
             pf = pq.ParquetFile(f)
+            if pf.metadata.num_rows < 0:
+                raise ValueError(f"corrupt footer: it gives the file {pf.metadata.num_rows} rows")
         except Exception as e:  # noqa: BLE001
             yield ReadBatch(_empty_table(io), np.zeros(0, np.int64), [
                 reject(shard, "unreadable_shard", f"{type(e).__name__}: {e}")
@@ -409,37 +411,59 @@ class ShardReader:
                     yield self._validate_parquet_batch(pa.Table.from_batches([rb]), start)
                     start += rb.num_rows
             except Exception as e:  # noqa: BLE001 - a corrupt row group: the rest of the shard is one reject
-                if start < total:
-                    detail = f"rows {start}..{total - 1} unreadable: {type(e).__name__}: {e}"
-                    yield ReadBatch(_empty_table(io), np.zeros(0, np.int64), [
-                        reject(shard, "read_error", detail, row=start, n_rows=total - start)
-                    ])  # fmt: skip
+                error = f"unreadable: {type(e).__name__}: {e}"
+            else:
+                # a corrupt page can also end the stream early without an error (a column chunk that decodes to
+                # no values): the rows the footer promises but the reader never gave are lost, not absent
+                error = f"missing: the parquet reader stopped after {start} of {total} rows without an error"
+            if start < total:
+                yield ReadBatch(_empty_table(io), np.zeros(0, np.int64), [
+                    reject(shard, "read_error", f"rows {start}..{total - 1} {error}", row=start, n_rows=total - start)
+                ])  # fmt: skip
 
     def _validate_parquet_batch(self, table: pa.Table, start: int) -> ReadBatch:
         shard, io = self.shard, self.io
         n = table.num_rows
         rows = np.arange(start, start + n, dtype=np.int64)
+        reasons = np.full(n, None, dtype=object)
+        details = np.full(n, None, dtype=object)
+        # text and ids as plain strings (dictionaries, as pandas/polars write Categoricals, are decoded), and no
+        # view columns anywhere (pyarrow has no filter kernel for them)
+        for i, fld in enumerate(table.schema):
+            if fld.name in (io.text_field, io.id_field) and _is_text_type(fld.type):
+                table = table.set_column(i, fld.name, _to_string(table.column(i)))
+            elif _is_string_view(fld.type) or _is_binary_view(fld.type):
+                typ = pa.string() if _is_string_view(fld.type) else pa.binary()
+                table = table.set_column(i, fld.name, table.column(i).cast(typ))
+        # parquet readers do not check UTF-8: a row with an invalid string anywhere is rejected, as in JSONL
+        bad_utf8 = _invalid_utf8_rows(table)
+        for found in bad_utf8.values():
+            for i, detail in found.items():
+                if reasons[i] is None:
+                    reasons[i], details[i] = "invalid_utf8", detail
+        for name in (io.text_field, io.id_field):  # null the bad values, so that the checks below can read them
+            if name in bad_utf8 and table.schema.field(name).type == pa.string():
+                table = table.set_column(
+                    table.column_names.index(name), name, _blank(table.column(name), bad_utf8[name])
+                )
         # ids: cast to string, derive the missing ones
-        bad_id = np.zeros(n, dtype=bool)
-        id_detail = ""
         if io.id_field in table.column_names:
             id_type = table.schema.field(io.id_field).type
-            if pa.types.is_string(id_type) or pa.types.is_large_string(id_type) or pa.types.is_integer(id_type):
+            if id_type == pa.string() or pa.types.is_integer(id_type):
                 ids = pc.cast(table.column(io.id_field), pa.string()).to_pylist()
+            elif pa.types.is_null(id_type):  # an all-missing id column: every row gets a derived id
+                ids = [None] * n
             else:
                 ids = [None] * n
-                bad_id[:] = True
-                id_detail = f"{io.id_field!r} column is of type {id_type}, not string or integer"
+                sel = reasons == None  # noqa: E711 - elementwise on an object array
+                reasons[sel] = "invalid_id"
+                details[sel] = f"{io.id_field!r} column is of type {id_type}, not string or integer"
             ids = [v if v is not None else derived_id(shard, int(r)) for v, r in zip(ids, rows, strict=True)]
             table = table.drop_columns([io.id_field])
         else:
             ids = [derived_id(shard, int(r)) for r in rows]
         text = table.column(io.text_field)
-        reasons = np.full(n, None, dtype=object)
-        details = np.full(n, None, dtype=object)
-        reasons[bad_id] = "invalid_id"
-        details[bad_id] = id_detail
-        if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+        if text.type == pa.string():
             is_null = text.is_null().to_numpy(zero_copy_only=False)
             filled = pc.fill_null(text, "")
             empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(filled)), 0).to_numpy(zero_copy_only=False)
@@ -452,10 +476,6 @@ class ShardReader:
             ):
                 sel = mask & (reasons == None)  # noqa: E711 - elementwise on an object array
                 reasons[sel], details[sel] = reason, detail
-            if text.type != pa.string():
-                table = table.set_column(
-                    table.column_names.index(io.text_field), io.text_field, pc.cast(text, pa.string())
-                )
         else:
             sel = reasons == None  # noqa: E711
             reasons[sel] = "non_string_text"
@@ -472,6 +492,82 @@ class ShardReader:
             names=[io.id_field, io.text_field, *others],
         )
         return ReadBatch(table, rows[good], rejects)
+
+
+# (pyarrow < 16 has no view types)
+_is_string_view = getattr(pa.types, "is_string_view", lambda t: False)
+_is_binary_view = getattr(pa.types, "is_binary_view", lambda t: False)
+
+
+def _is_text_type(typ: pa.DataType) -> bool:
+    """A string column in any Arrow layout: string, large_string, string_view, or a dictionary of one."""
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or _is_string_view(typ)
+
+
+def _to_string(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``col`` (of a ``_is_text_type`` type) as plain ``string``; dictionaries are decoded chunk by chunk."""
+    if pa.types.is_dictionary(col.type):
+        chunks = [pc.take(c.dictionary.cast(pa.string()), c.indices) for c in col.chunks]
+        return pa.chunked_array(chunks, pa.string())
+    return col if col.type == pa.string() else pc.cast(col, pa.string())
+
+
+def _blank(col: pa.ChunkedArray, rows: Iterable[int]) -> pa.ChunkedArray:
+    """``col`` with the values at ``rows`` set to null."""
+    keep = np.ones(len(col), dtype=bool)
+    keep[list(rows)] = False
+    return pc.if_else(pa.array(keep), col, pa.scalar(None, col.type))
+
+
+def _invalid_utf8_rows(table: pa.Table) -> dict[str, dict[int, str]]:
+    """``{column: {row: detail}}`` for the values of ``table`` that are not valid UTF-8 (``{}`` for a clean batch).
+
+    One full validation of the batch (vectorised) on the common path; only a batch that fails it is searched
+    row by row, and only in the columns that fail.
+    """
+    try:
+        table.validate(full=True)
+        return {}
+    except pa.ArrowInvalid:
+        pass
+    bad: dict[str, dict[int, str]] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        try:
+            col.validate(full=True)
+            continue
+        except pa.ArrowInvalid as e:
+            error = f"column {name!r}: {e}"
+        # (a column invalid as a whole rather than in some rows cannot be kept at all)
+        bad[name] = _invalid_rows(col.combine_chunks(), name) or dict.fromkeys(range(len(col)), error)
+    return bad
+
+
+def _invalid_rows(arr: pa.Array, name: str) -> dict[int, str]:
+    """``{row: detail}`` for the values of ``arr`` that fail validation, found one by one (slow path)."""
+    typ = arr.type
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):  # (view columns are cast to string by now)
+        binary = pa.large_binary() if pa.types.is_large_string(typ) else pa.binary()
+        bad = {}
+        for i, value in enumerate(arr.view(binary).to_pylist()):
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad[i] = f"column {name!r}, byte {e.start}: {e.reason}"
+        return bad
+    bad = {}
+    for i in range(len(arr)):
+        try:
+            arr.take(pa.array([i])).validate(full=True)  # (a slice would validate every child value)
+        except pa.ArrowInvalid as e:
+            bad[i] = f"column {name!r}: {e}"
+        except pa.ArrowNotImplementedError:
+            return {}
+    return bad
 
 
 class _ZstdFrames(pyio.RawIOBase):

@@ -296,6 +296,49 @@ def test_parquet_large_string_text_is_read_as_string(tmp_path: Path) -> None:
     assert [(r["reason"], r["row"]) for r in result.rejects] == [("empty_text", 1)]
 
 
+TEXT_LAYOUTS = {
+    "string": lambda a: a,
+    "large_string": lambda a: a.cast(pa.large_string()),
+    "string_view": lambda a: a.cast(pa.string_view()),
+    "dictionary": lambda a: a.dictionary_encode(),  # (parquet files keep only dictionaries of string)
+}
+
+
+@pytest.mark.parametrize("layout", sorted(TEXT_LAYOUTS))
+def test_parquet_text_in_any_string_layout_is_read_as_string(tmp_path: Path, layout: str) -> None:
+    """large_string, string_view and dictionary-encoded (pandas/polars Categorical) texts are decoded, not rejected."""
+    path = tmp_path / "t.parquet"
+    text = TEXT_LAYOUTS[layout](pa.array(["tw", None, "", "three", "tw"]))
+    pq.write_table(pa.table({"id": pa.array(["a", "b", "c", "d", "e"]), "text": text}), path, row_group_size=3)
+    assert pq.read_schema(path).field("text").type == text.type  # (the layout survives the file)
+    result = read(path, read_batch_size=2)
+    assert result.rows == [{"id": "a", "text": "tw"}, {"id": "d", "text": "three"}, {"id": "e", "text": "tw"}]
+    assert result.row_idx == [0, 3, 4]
+    assert [(r["reason"], r["row"], r["id"]) for r in result.rejects] == [
+        ("null_text", 1, "b"), ("empty_text", 2, "c"),
+    ]  # fmt: skip
+
+
+def test_parquet_categorical_columns_from_polars_and_pandas(tmp_path: Path) -> None:
+    import polars as pl
+
+    frame = pl.DataFrame({"id": ["a", None, "a"], "text": ["one", "two", "one"], "src": ["x", "y", "x"]})
+    frame = frame.with_columns(pl.col("id", "text").cast(pl.Categorical))
+    frame.write_parquet(tmp_path / "pl.parquet")
+    result = read(tmp_path / "pl.parquet")
+    assert result.rows == [
+        {"id": "a", "text": "one", "src": "x"}, {"id": "pl:1", "text": "two", "src": "y"},
+        {"id": "a", "text": "one", "src": "x"},
+    ]  # fmt: skip
+    pd = pytest.importorskip("pandas")
+    # an all-None id column is written with Arrow type null
+    pd.DataFrame({"id": [None] * 3, "text": pd.Categorical(["one", "two", "one"])}).to_parquet(tmp_path / "pd.parquet")
+    assert pa.types.is_null(pq.read_schema(tmp_path / "pd.parquet").field("id").type)
+    result = read(tmp_path / "pd.parquet", read_batch_size=2)
+    assert result.ids == ["pd:0", "pd:1", "pd:2"] and result.texts == ["one", "two", "one"]
+    assert result.rejects == []
+
+
 def test_all_formats_give_the_same_rows(tmp_path: Path) -> None:
     items = [{"id": f"d{i}", "text": f"text number {i}", "k": i} for i in range(7)]
     results = [read(write_jsonl(tmp_path / f"s{suffix}", items), read_batch_size=3) for suffix in JSONL_SUFFIXES]
@@ -498,6 +541,23 @@ def test_parquet_ids_int_null_and_string(tmp_path: Path) -> None:
         assert read(tmp_path / "s.parquet").ids == ["x", "s:1", ""]
         assert read(tmp_path / "n.parquet", read_batch_size=1).ids == ["n:0", "n:1", "n:2"]
         assert read(tmp_path / "u.parquet").ids == ["1", "2", "3"]
+
+
+def test_parquet_null_typed_id_column_gets_derived_ids(tmp_path: Path) -> None:
+    path = tmp_path / "nul.parquet"
+    pq.write_table(pa.table({"id": pa.nulls(5), "text": ["a", "", "c", "d", "e"], "k": list(range(5))}), path)
+    result = read(path, read_batch_size=2)
+    assert result.ids == ["nul:0", "nul:2", "nul:3", "nul:4"]
+    assert result.row_idx == [0, 2, 3, 4]
+    assert [(r["reason"], r["row"], r["id"]) for r in result.rejects] == [("empty_text", 1, "nul:1")]
+    assert all(b.table.schema.field("id").type == pa.string() for b in result.batches)
+
+
+def test_parquet_dictionary_and_view_ids_are_read_as_strings(tmp_path: Path) -> None:
+    ids = pa.array(["x", None, "z"])
+    for name, col in [("d", ids.dictionary_encode()), ("v", ids.cast(pa.string_view()))]:
+        pq.write_table(pa.table({"id": col, "text": ["a", "b", "c"]}), tmp_path / f"{name}.parquet")
+        assert read(tmp_path / f"{name}.parquet").ids == ["x", f"{name}:1", "z"]
 
 
 def test_parquet_id_column_of_wrong_type_rejects_every_row(tmp_path: Path) -> None:
@@ -739,6 +799,109 @@ def test_corrupt_parquet_row_group_rejects_the_rest_as_one_run(tmp_path: Path) -
     assert (r["reason"], r["row"], r["n_rows"], r["line"]) == ("read_error", 10, 20, None)
     assert "rows 10..29" in r["detail"]
     assert result.accounted() == 30
+
+
+def test_parquet_short_read_without_error_rejects_the_missing_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that ends early without raising (a page that decodes to no values) must not lose rows quietly."""
+    path = tmp_path / "short.parquet"
+    pq.write_table(pa.table({"text": [f"doc {i}" for i in range(10)]}), path, row_group_size=4)
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def first_row_group_only(self, *args, **kwargs):
+        for batch, _ in zip(iter_batches(self, *args, **kwargs), range(2), strict=False):
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", first_row_group_only)
+    result = read(path, read_batch_size=2)
+    assert result.texts == ["doc 0", "doc 1", "doc 2", "doc 3"]
+    (r,) = result.rejects
+    assert (r["reason"], r["row"], r["n_rows"], r["line"], r["file"]) == ("read_error", 4, 6, None, str(path))
+    assert "rows 4..9" in r["detail"] and "4 of 10" in r["detail"]
+    assert result.accounted() == 10
+    result = read(path, read_batch_size=2, limit=4)  # nothing is missing below the limit
+    assert result.texts == ["doc 0", "doc 1", "doc 2", "doc 3"] and result.rejects == []
+
+
+def invalid_utf8(values: list[bytes | None]) -> pa.Array:
+    """A string array holding ``values`` as they are (Arrow only checks UTF-8 when asked to)."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def test_parquet_invalid_utf8_rows_are_rejected_and_the_rest_kept(tmp_path: Path) -> None:
+    path = tmp_path / "u.parquet"
+    texts = [b"ok 0", b"bad \xff 1", b"ok 2", b"ok 3", b"caf\xe9 4", b"\xc3", None, b"ok 7", b"ok 8"]
+    ids = [b"i0", b"i1", b"i2", b"i\xfe3", None, b"i5", b"i6", b"i7", b"i8"]
+    meta = [[b"m"], [b"m"], [b"m"], [b"m"], [b"m"], [b"m"], [b"m"], [b"\x80"], [b"m"]]
+    meta = pa.ListArray.from_arrays(pa.array(np.arange(10, dtype=np.int32)), invalid_utf8([m[0] for m in meta]))
+    table = pa.table({"id": invalid_utf8(ids), "text": invalid_utf8(texts), "meta": meta, "k": list(range(9))})
+    pq.write_table(table, path, row_group_size=4)
+    result = read(path, read_batch_size=3)
+    for batch in result.batches:
+        batch.table.validate(full=True)  # what is kept is valid Arrow data
+    assert result.rows == [
+        {"id": "i0", "text": "ok 0", "meta": ["m"], "k": 0},
+        {"id": "i2", "text": "ok 2", "meta": ["m"], "k": 2},
+        {"id": "i8", "text": "ok 8", "meta": ["m"], "k": 8},
+    ]
+    assert result.row_idx == [0, 2, 8]
+    assert [(r["reason"], r["row"], r["line"], r["id"]) for r in result.rejects] == [
+        ("invalid_utf8", 1, None, "i1"),
+        ("invalid_utf8", 3, None, "u:3"),  # the id itself is invalid: the derived id stands in
+        ("invalid_utf8", 4, None, "u:4"),
+        ("invalid_utf8", 5, None, "i5"),
+        ("null_text", 6, None, "i6"),
+        ("invalid_utf8", 7, None, "i7"),  # in a passthrough column, as a JSONL line with a bad byte anywhere
+    ]
+    details = [r["detail"] for r in result.rejects]
+    assert details[0] == "column 'text', byte 4: invalid start byte"
+    assert details[1].startswith("column 'id', byte 1:") and details[2].startswith("column 'text', byte 3:")
+    assert details[3] == "column 'text', byte 0: unexpected end of data"
+    assert details[5].startswith("column 'meta':")
+    assert result.accounted() == 9
+
+
+def test_parquet_view_passthrough_columns_are_read_as_string_and_binary(tmp_path: Path) -> None:
+    """(pyarrow has no filter kernel for view types: a batch with a reject could not drop its row)"""
+    path = tmp_path / "v.parquet"
+    table = pa.table({
+        "text": ["a", "", "c", "d"],
+        "sv": pa.array([b"s0", b"s1", b"s\xff", b"s3"], pa.binary_view()).view(pa.string_view()),
+        "bv": pa.array([b"b0", b"b1", b"b2", b"\xff"], pa.binary_view()),
+        "cat": pa.array(["x", "y", "x", None]).dictionary_encode(),
+    })  # fmt: skip
+    pq.write_table(table, path)
+    result = read(path)
+    assert result.rows == [
+        {"id": "v:0", "text": "a", "sv": "s0", "bv": b"b0", "cat": "x"},
+        {"id": "v:3", "text": "d", "sv": "s3", "bv": b"\xff", "cat": None},
+    ]
+    assert [(r["reason"], r["row"]) for r in result.rejects] == [("empty_text", 1), ("invalid_utf8", 2)]
+    assert result.rejects[1]["detail"] == "column 'sv', byte 1: invalid start byte"
+    (batch,) = result.batches
+    batch.table.validate(full=True)
+    assert [str(batch.table.schema.field(c).type) for c in ["sv", "bv", "cat"]] == [
+        "string", "binary", "dictionary<values=string, indices=int32, ordered=0>",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["large_string", "string_view", "dictionary"])
+def test_parquet_invalid_utf8_in_other_text_layouts(tmp_path: Path, layout: str) -> None:
+    text = invalid_utf8([b"one", b"t\xffo", b"three"])
+    if layout == "large_string":
+        text = text.cast(pa.large_string())
+    elif layout == "string_view":
+        text = pa.array([b"one", b"t\xffo", b"three"], pa.binary_view()).view(pa.string_view())
+    else:
+        text = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 1], pa.int32()), text)
+    path = tmp_path / "l.parquet"
+    pq.write_table(pa.table({"text": text}), path)
+    result = read(path)
+    assert result.texts == ["one", "three"]
+    assert [(r["reason"], r["row"]) for r in result.rejects] == [("invalid_utf8", 1)] + (
+        [("invalid_utf8", 3)] if layout == "dictionary" else []
+    )
 
 
 @pytest.mark.parametrize("batch_size", [2, 100])
