@@ -1,4 +1,5 @@
-"""Document embeddings with sentence-transformers, offline, fp16 on GPU and fp32 on CPU by default.
+"""Document embeddings with sentence-transformers, offline: fp16 on GPU; on CPU bf16 where the CPU has bf16
+dot-product instructions (AVX512-BF16 or AMX), else fp32.
 
 The ``Embedder`` runs its own loop around the model rather than ``SentenceTransformer.encode``:
 1. texts are pre-truncated at a whitespace before ``pre_truncate_chars`` (WordPiece models only; every cut text
@@ -11,6 +12,7 @@ The ``Embedder`` runs its own loop around the model rather than ``SentenceTransf
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -89,6 +91,15 @@ class Embedder:
         self.dtype: str = "float32"
         self.max_seq_length: int = 0
         self._can_cut = False
+        self._pool: TokenizerPool | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """``embed.batch_size``, or its default for the device: 512 on CUDA, 16 on CPU (bench/RESULTS.md: on CPU
+        small batches stay in cache, 16 runs about 20% faster than 64 in bf16)."""
+        if self.cfg.batch_size is not None:
+            return self.cfg.batch_size
+        return 512 if self.device == "cuda" else 16
 
     @property
     def dimension(self) -> int:
@@ -114,9 +125,7 @@ class Embedder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("embed.device=cuda but torch sees no CUDA device; use auto or cpu")
-        dtype = self.cfg.dtype
-        if dtype == "auto":
-            dtype = "float16" if device == "cuda" else "float32"
+        dtype = resolve_dtype(self.cfg.dtype, device)
         key = (str(path), device, dtype, self.cfg.max_seq_length)
         model = _MODELS.get(key)
         if model is None:  # one load per process, however many shards (datatrove copies steps per task)
@@ -130,33 +139,31 @@ class Embedder:
         self.model, self.device, self.dtype = model, device, dtype
         self.max_seq_length = int(model.max_seq_length)
         self._can_cut = self.cfg.pre_truncate_chars is not None and _is_wordpiece(model.tokenizer)
+        workers = resolve_tokenize_workers(self.cfg.tokenize_workers, device)
+        if workers > 0:
+            cut = self.cfg.pre_truncate_chars if self._can_cut else None
+            self._pool = TokenizerPool(model.tokenizer, self.max_seq_length, cut, workers, self.cfg.prefetch)
 
     def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         self.model = None
 
     # ----------------------------------------------------------------------------------------------------------
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenise one batch (padding to its longest member), applying the exact pre-truncation."""
-        tok, max_len = self.model.tokenizer, self.max_seq_length
-        if not self._can_cut:
-            return dict(tok(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"))
-        cut = [cut_text(t, self.cfg.pre_truncate_chars) for t in texts]  # type: ignore[arg-type]
-        feats = tok(cut, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        lengths = feats["attention_mask"].sum(dim=1).tolist()
-        # a cut text that no longer fills max_len tokens might differ from the full text: use the full text
-        short = [
-            i for i, (c, t) in enumerate(zip(cut, texts, strict=True)) if len(c) < len(t) and lengths[i] < max_len
-        ]
-        if short:
-            for i in short:
-                cut[i] = texts[i]
-            feats = tok(cut, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        return dict(feats)
+        cut = self.cfg.pre_truncate_chars if self._can_cut else None
+        return tokenize_batch(self.model.tokenizer, texts, self.max_seq_length, cut)
 
     def _batches(self, texts: Sequence[str], order: np.ndarray) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        bs = self.cfg.batch_size
-        for start in range(0, len(order), bs):
+        bs = self.batch_size
+        starts = range(0, len(order), bs)
+        if self._pool is not None:  # tokenised in worker processes, in order, a bounded number ahead
+            yield from self._pool.map_ordered([order[s : s + bs] for s in starts], texts)
+            return
+        for start in starts:
             idx = order[start : start + bs]
             yield idx, self.tokenize([texts[i] for i in idx])
 
@@ -209,12 +216,150 @@ class Embedder:
         # longest first: the first batch shows the peak memory, padding is minimal within each batch
         order = np.argsort([-min(len(t), self.cfg.pre_truncate_chars or len(t)) for t in texts], kind="stable")
         with torch.inference_mode():
-            for idx, feats in self._prefetched(self._batches(texts, order)):
-                feats = {k: v.to(self.device, non_blocking=True) for k, v in feats.items()}
+            batches = self._batches(texts, order)
+            for idx, feats in batches if self._pool is not None else self._prefetched(batches):
+                feats = {k: _to_device(v, self.device) for k, v in feats.items()}
                 emb = self.model(feats)["sentence_embedding"]
                 emb = torch.nn.functional.normalize(emb.float(), p=2, dim=1)
                 out[idx] = emb.cpu().numpy()
         return out
+
+
+def tokenize_batch(tok: Any, texts: Sequence[str], max_len: int, cut_chars: int | None) -> dict[str, np.ndarray]:
+    """Token ids of one batch as numpy arrays, padded to its longest member, truncated at ``max_len`` tokens.
+
+    With ``cut_chars`` (WordPiece tokenizers only), long texts are first cut at a whitespace before ``cut_chars``
+    characters; a cut text that no longer fills ``max_len`` tokens is tokenised in full instead, so the token
+    ids are exactly those of the full texts.
+    """
+    if cut_chars is None:
+        return dict(tok(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="np"))
+    cut = [cut_text(t, cut_chars) for t in texts]
+    feats = tok(cut, padding=True, truncation=True, max_length=max_len, return_tensors="np")
+    lengths = feats["attention_mask"].sum(axis=1)
+    short = [i for i, (c, t) in enumerate(zip(cut, texts, strict=True)) if len(c) < len(t) and lengths[i] < max_len]
+    if short:
+        for i in short:
+            cut[i] = texts[i]
+        feats = tok(cut, padding=True, truncation=True, max_length=max_len, return_tensors="np")
+    return dict(feats)
+
+
+def _to_device(array: Any, device: str) -> Any:
+    import torch
+
+    tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
+    if device == "cuda":  # pinned host memory lets the copy overlap with the previous batch's compute
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+def resolve_tokenize_workers(workers: int | None, device: str) -> int:
+    """``embed.tokenize_workers``: ``null`` is 0 on CPU (the model, not the tokenizer, is the bottleneck there)
+    and one per core but one on CUDA, at most 32; inside a daemonic process (which may not have children) 0."""
+    import multiprocessing as mp
+
+    if workers is None:
+        workers = 0 if device != "cuda" else min(32, max(0, (os.cpu_count() or 1) - 1))
+    if workers > 0 and mp.current_process().daemon:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "embed.tokenize_workers=%d ignored: this is a daemonic worker process, which cannot start processes "
+            "(use executor.workers=1 so the embed stage runs in the main process); tokenising in a thread",
+            workers,
+        )
+        return 0
+    return workers
+
+
+_POOL_TOKENIZER: tuple[Any, int, int | None] | None = None
+
+
+def _pool_init(tok: Any, max_len: int, cut_chars: int | None) -> None:
+    global _POOL_TOKENIZER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
+    _POOL_TOKENIZER = (tok, max_len, cut_chars)
+
+
+def _pool_tokenize(texts: list[str]) -> dict[str, np.ndarray]:
+    tok, max_len, cut_chars = _POOL_TOKENIZER  # type: ignore[misc]
+    return tokenize_batch(tok, texts, max_len, cut_chars)
+
+
+class TokenizerPool:
+    """Tokenisation in ``workers`` spawned processes: batches go out as lists of texts and come back as numpy
+    arrays, in submission order, at most ``workers * (prefetch + 1)`` batches ahead of the consumer.
+
+    The fast tokenizer holds the GIL for part of its work, so one process tops out at a few thousand documents per
+    second, below what a GPU embeds; processes scale with cores (DESIGN §4, issue 9).
+    """
+
+    def __init__(self, tok: Any, max_len: int, cut_chars: int | None, workers: int, prefetch: int = 2):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = workers
+        self.ahead = workers * (max(prefetch, 1) + 1)
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_pool_init, initargs=(tok, max_len, cut_chars)
+        )
+
+    def map_ordered(
+        self, batches: Sequence[np.ndarray], texts: Sequence[str]
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        from collections import deque
+
+        pending: deque = deque()
+        todo = iter(batches)
+        try:
+            for idx in todo:
+                pending.append((idx, self._pool.submit(_pool_tokenize, [texts[i] for i in idx])))
+                if len(pending) >= self.ahead:
+                    idx0, fut = pending.popleft()
+                    yield idx0, fut.result()
+            while pending:
+                idx0, fut = pending.popleft()
+                yield idx0, fut.result()
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``embed.dtype`` on ``device``: ``auto`` is float16 on CUDA, bfloat16 on a CPU with bf16 instructions, else
+    float32. A fixed dtype that the device cannot run well is still honoured (the user asked for it)."""
+    if dtype != "auto":
+        return dtype
+    if device == "cuda":
+        return "float16"
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles) that oneDNN uses.
+
+    On such CPUs a bf16 matrix product runs several times faster than fp32 (bench/RESULTS.md: about 5x on an AMD
+    EPYC with AVX512-BF16), and MiniLM's embeddings stay within cosine 0.9999 of fp32. Elsewhere bf16 is
+    emulated and slower, so ``auto`` keeps fp32. The answer depends on the CPU alone, so a machine always makes
+    the same choice (and the same bytes).
+    """
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())  # type: ignore[union-attr]
+    except AttributeError:  # a torch without the probes: read the flags (Linux)
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _is_wordpiece(tokenizer: Any) -> bool:

@@ -203,12 +203,16 @@ class Stage(PipelineStep):
             )
             raise CurationError(msg)
 
+    def provenance(self) -> dict[str, str]:
+        """The metadata of the files this stage writes."""
+        return provenance(self.cfg, self.name)
+
     def writer(self, rel: str, schema: pa.Schema | None = None) -> AtomicParquetWriter:
         """An atomic parquet writer for ``<run>/<rel>`` with provenance metadata and the io settings."""
         return AtomicParquetWriter(
             self.run_dir.url_of(rel),
             schema,
-            provenance(self.cfg, self.name),
+            self.provenance(),
             compression=self.cfg.io.compression,
             row_group_size=self.cfg.io.row_group_size,
             storage_options=self.cfg.io.storage_options,
@@ -267,6 +271,15 @@ class EmbedStage(ShardStage):
 
     def setup(self) -> None:
         self.embedder.setup()
+
+    def provenance(self) -> dict[str, str]:
+        """Also records where and in which precision the vectors were computed (``embed.dtype=auto`` resolves
+        per machine)."""
+        return {
+            **super().provenance(),
+            "winnow.embed_device": self.embedder.device,
+            "winnow.embed_dtype": self.embedder.dtype,
+        }
 
     def schema(self) -> pa.Schema:
         value = pa.float16() if self.cfg.embed.store_dtype == "float16" else pa.float32()

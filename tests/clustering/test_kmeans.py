@@ -211,7 +211,7 @@ def test_deterministic_on_cpu(blobs, backend):
 
 
 @pytest.mark.gpu
-def test_torch_backend_on_cuda(blobs, fits):
+def test_torch_backend_on_cuda(blobs):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
@@ -224,7 +224,7 @@ def test_torch_backend_on_cuda(blobs, fits):
     assert labels.dtype == np.int32 and dist.dtype == np.float32
     assert ((dist >= 0) & (dist <= 2)).all()
     assert adjusted_rand_score(y, labels) >= 0.95
-    cpu_labels = labels_of(x, fits["torch"], "torch")
+    cpu_labels = labels_of(x, fit(x, "torch"), "torch")  # not the faiss fit: GPU machines may lack faiss
     assert adjusted_rand_score(cpu_labels, labels) >= 0.95
     obj = np.asarray(r.objective)
     assert (np.diff(obj) >= -1e-3 * np.abs(obj[:-1])).all()

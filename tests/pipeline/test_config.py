@@ -38,7 +38,7 @@ def test_defaults_load():
     assert cfg == WinnowConfig()
     assert cfg.io.input == [] and cfg.io.output is None
     assert cfg.io.text_field == "text" and cfg.io.id_field == "id"
-    assert cfg.embed.model == "bundled" and cfg.embed.batch_size == 64 and cfg.embed.prefetch == 2
+    assert cfg.embed.model == "bundled" and cfg.embed.batch_size is None and cfg.embed.prefetch == 2
     assert cfg.executor.kind == "local" and cfg.executor.workers == 1
     assert load_config(None, [], {}) == cfg
 
@@ -252,7 +252,7 @@ def test_config_is_frozen():
         cfg.io = IOSection()  # type: ignore[misc]
     with pytest.raises(ValidationError):
         cfg.executor.workers = 8  # type: ignore[misc]
-    assert cfg.embed.batch_size == 64 and cfg.executor.workers == 1
+    assert cfg.embed.batch_size is None and cfg.executor.workers == 1
 
 
 @pytest.mark.parametrize("section", [RunSection, IOSection, EmbedSection, ExecutorSection, WinnowConfig])

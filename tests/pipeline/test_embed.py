@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from pipeline.config import EmbedSection
-from pipeline.embed import BUNDLED_NAME, Embedder, cut_text, model_label, resolve_model_path
+from pipeline.embed import (
+    _MODELS,
+    BUNDLED_NAME,
+    Embedder,
+    cpu_has_bf16,
+    cut_text,
+    model_label,
+    resolve_dtype,
+    resolve_model_path,
+)
 from pipeline.errors import ConfigError
 from pipeline.io import is_bert_whitespace
 
@@ -47,7 +56,7 @@ def english_like(rng: random.Random, n_chars: int) -> str:
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    emb = Embedder(EmbedSection(device="cpu", batch_size=8), torch_threads=1)
+    emb = Embedder(EmbedSection(device="cpu", dtype="float32", batch_size=8), torch_threads=1)
     emb.setup()
     return emb
 
@@ -123,6 +132,58 @@ def test_agrees_without_pre_truncation(embedder, texts):
     uncut = variant(embedder, pre_truncate_chars=None)
     uncut._can_cut = False
     np.testing.assert_allclose(uncut.encode(texts), ours, atol=1e-5, rtol=0)
+
+
+# -- precision ----------------------------------------------------------------------------------------------------
+
+
+def test_auto_dtype_follows_the_device_and_the_cpu(monkeypatch):
+    assert resolve_dtype("auto", "cuda") == "float16"
+    assert resolve_dtype("float32", "cuda") == "float32"
+    assert resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.setattr("pipeline.embed.cpu_has_bf16", lambda: True)
+    assert resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr("pipeline.embed.cpu_has_bf16", lambda: False)
+    assert resolve_dtype("auto", "cpu") == "float32"
+
+
+def test_auto_on_this_cpu_resolves_by_its_bf16_support():
+    emb = Embedder(EmbedSection(device="cpu", batch_size=8), torch_threads=1)
+    emb.setup()
+    assert emb.dtype == ("bfloat16" if cpu_has_bf16() else "float32")
+
+
+@pytest.fixture(scope="module")
+def bf16_embedder(embedder) -> Embedder:
+    emb = Embedder(EmbedSection(device="cpu", dtype="bfloat16", batch_size=8), torch_threads=1)
+    emb.setup()
+    assert emb.model is not embedder.model, "the fp32 model must not be cast in place"
+    return emb
+
+
+def test_bfloat16_agrees_with_float32(embedder, bf16_embedder, texts):
+    """The issue 9 bar for a faster CPU path: cosine >= 0.99 with fp32 (bf16 gives about 0.9999)."""
+    ref = embedder.encode(texts)
+    low = bf16_embedder.encode(texts)
+    assert low.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(ref * low, axis=1)
+    assert cos.min() >= 0.995, cos
+    assert not np.array_equal(ref, low), "bf16 path ran in fp32"
+    # semantic neighbours survive: the nearest text of each text is the same in both precisions
+    np.testing.assert_array_equal(np.argsort(-(ref @ ref.T), axis=1)[:, 1], np.argsort(-(low @ low.T), axis=1)[:, 1])
+
+
+def test_bfloat16_is_deterministic_and_batch_stable(bf16_embedder, texts):
+    a = bf16_embedder.encode(texts)
+    assert a.tobytes() == bf16_embedder.encode(texts).tobytes()
+    b = variant(bf16_embedder, batch_size=3).encode(texts)
+    assert np.sum(a * b, axis=1).min() >= 0.999
+
+
+def test_models_are_cached_per_precision(embedder, bf16_embedder):
+    keys = [k for k in _MODELS if k[1] == "cpu"]
+    assert {k[2] for k in keys} >= {"float32", "bfloat16"}
 
 
 TRIPLES = [
@@ -252,7 +313,8 @@ def test_pre_truncation_keeps_token_ids(embedder, pre_truncate_chars):
         assert used > 0, "no text exercised the cut path"
     # one batch, as the embedder tokenises it (cut texts and fallbacks mixed, padded to the longest)
     feats = emb.tokenize(texts)
-    ids, mask = feats["input_ids"].numpy(), feats["attention_mask"].numpy()
+    ids, mask = feats["input_ids"], feats["attention_mask"]
+    assert isinstance(ids, np.ndarray), "batches are handed over as numpy arrays (zero-copy into torch)"
     for i, text in enumerate(texts):
         expected = tok(text, truncation=True, max_length=MAX_LEN)["input_ids"]
         got = ids[i][mask[i].astype(bool)].tolist()
@@ -315,3 +377,74 @@ def test_cuda_without_gpu_is_a_config_error():
         pytest.skip("a CUDA device is present")
     with pytest.raises(ConfigError, match="cuda"):
         Embedder(EmbedSection(device="cuda")).setup()
+
+
+# -- tokenisation in worker processes -----------------------------------------------------------------------------
+
+
+def test_tokenize_workers_default_to_none_on_cpu_and_cores_on_cuda(monkeypatch):
+    from pipeline.embed import resolve_tokenize_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert resolve_tokenize_workers(None, "cpu") == 0
+    assert resolve_tokenize_workers(None, "cuda") == 15
+    assert resolve_tokenize_workers(3, "cpu") == 3
+    assert resolve_tokenize_workers(0, "cuda") == 0
+
+
+def test_tokenize_workers_fall_back_to_a_thread_in_a_daemon(monkeypatch, caplog):
+    import multiprocessing as mp
+
+    from pipeline.embed import resolve_tokenize_workers
+
+    monkeypatch.setattr(mp.current_process(), "daemon", True, raising=False)
+    with caplog.at_level("WARNING"):
+        assert resolve_tokenize_workers(4, "cuda") == 0
+    assert "daemonic" in caplog.text
+
+
+def test_worker_processes_give_the_same_vectors(embedder, texts):
+    """Token ids come back from 2 spawned processes in order, batch by batch: the vectors are bit-identical to
+    the in-process path, for more batches than workers and with pre-truncation active."""
+    docs = texts + long_texts()[:6] + texts[::-1]
+    base = variant(embedder, batch_size=3).encode(docs)
+    pooled = Embedder(EmbedSection(device="cpu", dtype="float32", batch_size=3, tokenize_workers=2), torch_threads=1)
+    pooled.setup()
+    try:
+        assert pooled._pool is not None and pooled._pool.workers == 2
+        assert pooled.encode(docs).tobytes() == base.tobytes()
+        one = variant(embedder, batch_size=3).encode(docs[:1])
+        assert pooled.encode(docs[:1]).tobytes() == one.tobytes()  # fewer batches than workers
+        assert pooled.encode([]).shape == (0, DIM)
+    finally:
+        pooled.teardown()
+    assert pooled._pool is None
+
+
+def test_fingerprint_ignores_how_tokenisation_is_scheduled():
+    from pipeline.config import load_config
+
+    base = load_config(None, None, {})
+    for key, value in (("embed.tokenize_workers", 8), ("embed.prefetch", 5)):
+        assert load_config(None, None, {key: value}).fingerprint(["embed"]) == base.fingerprint(["embed"])
+    assert load_config(None, None, {"embed.max_seq_length": 128}).fingerprint(["embed"]) != base.fingerprint(["embed"])
+
+
+@pytest.mark.gpu
+def test_cuda_float16_agrees_with_cpu_float32(embedder, texts):
+    """The GPU path (fp16, tokenizer processes, pinned host memory) against the CPU fp32 reference."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gpu = Embedder(EmbedSection(device="auto", batch_size=4, tokenize_workers=2))
+    gpu.setup()
+    try:
+        assert (gpu.device, gpu.dtype, gpu._pool.workers) == ("cuda", "float16", 2)
+        docs = texts + long_texts()[:8]
+        ref = variant(embedder, batch_size=4).encode(docs)
+        out = gpu.encode(docs)
+        assert out.dtype == np.float32 and np.sum(out * ref, axis=1).min() >= 0.999
+        assert gpu.encode(docs).tobytes() == out.tobytes()
+    finally:
+        gpu.teardown()
