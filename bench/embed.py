@@ -64,7 +64,9 @@ def bench_bare_forward(emb: Embedder, texts: list[str]) -> float:
     order = np.argsort([-len(t) for t in texts], kind="stable")
     bs = emb.batch_size
     batches = [emb.tokenize([texts[i] for i in order[s : s + bs]]) for s in range(0, len(texts), bs)]
-    batches = [{k: torch.from_numpy(v).to(emb.device) for k, v in b.items()} for b in batches]
+    # numpy from the HF tokenizer, device tensors (plus a ready-event) from TorchWordPiece
+    batches = [{k: torch.as_tensor(v).to(emb.device) for k, v in b.items() if not k.startswith("_")} for b in batches]
+    _sync(emb.device)
     with torch.inference_mode():
         emb.model(batches[0])  # warm-up
         _sync(emb.device)
@@ -124,7 +126,9 @@ def load_stock(path: str, device: str) -> Any:
     """Stock sentence-transformers as a user gets it: fp32 on the device."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path, device=device, local_files_only=True)
+    import torch
+
+    return SentenceTransformer(path, device=device, local_files_only=True).to(torch.float32)
 
 
 def bench_stock(model: Any, device: str, texts: list[str]) -> tuple[float, np.ndarray]:
@@ -144,6 +148,7 @@ def main() -> None:
     ap.add_argument("--model", default="bundled")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--tokenizer", default="hf", choices=["hf", "torch"], help="embed.tokenizer")
     ap.add_argument(
         "--batch-size", type=int, default=None, help="default: embed.batch_size's (16 on CPU, 512 on CUDA)"
     )
@@ -167,6 +172,7 @@ def main() -> None:
             "embed.model": args.model,
             "embed.device": args.device,
             "embed.dtype": args.dtype,
+            "embed.tokenizer": args.tokenizer,
             "embed.batch_size": args.batch_size,
             "io.read_batch_size": rbs,
         },
@@ -181,6 +187,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if emb.device == "cuda" else None,
         "cpu_count": os.cpu_count(),
         "dtype": emb.dtype,
+        "tokenizer": args.tokenizer,
         "batch_size": emb.batch_size,
         "model": str(resolve_model_path(args.model)),
         "torch": torch.__version__,

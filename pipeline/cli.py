@@ -223,9 +223,8 @@ app.command("write")(
 def _mount_subapps() -> None:
     from mixers.laws_cli import laws_app
     from mixers.mix_cli import mix_command
-    from scorers.student_cli import train_student_command
-
     from pipeline.report import report_command
+    from scorers.student_cli import train_student_command
 
     app.command("mix")(mix_command)
     app.command("report")(report_command)

@@ -94,6 +94,9 @@ class EmbedSection(Section):
         tokenize_workers: processes that tokenise for the model. ``null``: none on CPU (a background thread keeps
             up with a CPU model) and one per core but one on CUDA, where one thread is the bottleneck. ``0``
             forces the thread. Needs the embed stage to run in the main process (``executor.workers: 1``).
+        tokenizer: ``hf`` (the model's fast tokenizer) or ``torch``: ``TorchWordPiece``, the same BERT WordPiece
+            tokenisation in torch on the embedding device, with identical token ids (pipeline/wordpiece.py); it
+            takes tokenisation off the CPU on a GPU. WordPiece models only.
     """
 
     model: str = "bundled"
@@ -105,6 +108,7 @@ class EmbedSection(Section):
     store_dtype: Literal["float32", "float16"] = "float32"
     prefetch: int = Field(2, ge=0, le=64)
     tokenize_workers: int | None = Field(None, ge=0, le=256)
+    tokenizer: Literal["hf", "torch"] = "hf"
 
 
 class ClusterSection(Section):
@@ -389,7 +393,7 @@ class WinnowConfig(Section):
         data = self.model_dump(mode="json", exclude={"executor": True, "mix": True, "run": {"name"}})
         for field in ("storage_options", "output", "input"):  # inputs count as the resolved shard list
             data["io"].pop(field, None)
-        for field in ("prefetch", "tokenize_workers"):  # how tokenisation is scheduled, never its result
+        for field in ("prefetch", "tokenize_workers", "tokenizer"):  # how tokens are made, never which
             data["embed"].pop(field, None)
         if keys is not None:
             picked: dict[str, Any] = {}

@@ -30,6 +30,10 @@ BUNDLED = "bundled"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 #: loaded models by (path, device, dtype, max_seq_length), shared by every Embedder of the process
 _MODELS: dict[tuple[Any, ...], Any] = {}
+#: key of the CUDA event that marks a batch's ids as ready (TorchWordPiece on its own stream)
+_READY = "_winnow_ready"
+#: TorchWordPiece tables by model path (building them takes a few seconds)
+_TABLES: dict[str, Any] = {}
 #: how far back from the cut point to look for whitespace before giving up on cutting a text
 _CUT_LOOKBACK = 256
 
@@ -92,6 +96,8 @@ class Embedder:
         self.max_seq_length: int = 0
         self._can_cut = False
         self._pool: TokenizerPool | None = None
+        self._wordpiece: Any = None
+        self._stream: Any = None
 
     @property
     def batch_size(self) -> int:
@@ -139,7 +145,15 @@ class Embedder:
         self.model, self.device, self.dtype = model, device, dtype
         self.max_seq_length = int(model.max_seq_length)
         self._can_cut = self.cfg.pre_truncate_chars is not None and _is_wordpiece(model.tokenizer)
-        workers = resolve_tokenize_workers(self.cfg.tokenize_workers, device)
+        if self.cfg.tokenizer == "torch":
+            from pipeline.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
+
+            try:
+                tables = _TABLES.get(str(path)) or _TABLES.setdefault(str(path), build_tables(model.tokenizer))
+            except UnsupportedTokenizer as e:
+                raise ConfigError(f"embed.tokenizer=torch: {e}; use embed.tokenizer=hf for this model") from None
+            self._wordpiece = TorchWordPiece(model.tokenizer, device, tables)
+        workers = 0 if self._wordpiece is not None else resolve_tokenize_workers(self.cfg.tokenize_workers, device)
         if workers > 0:
             cut = self.cfg.pre_truncate_chars if self._can_cut else None
             self._pool = TokenizerPool(model.tokenizer, self.max_seq_length, cut, workers, self.cfg.prefetch)
@@ -152,10 +166,25 @@ class Embedder:
 
     # ----------------------------------------------------------------------------------------------------------
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Tokenise one batch (padding to its longest member), applying the exact pre-truncation."""
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Tokenise one batch (padding to its longest member), applying the exact pre-truncation: numpy arrays
+        from the HF tokenizer, or tensors already on the device from ``TorchWordPiece``."""
         cut = self.cfg.pre_truncate_chars if self._can_cut else None
-        return tokenize_batch(self.model.tokenizer, texts, self.max_seq_length, cut)
+        if self._wordpiece is None:
+            return tokenize_batch(self.model.tokenizer, texts, self.max_seq_length, cut)
+        if self.device != "cuda":
+            return tokenize_batch(self._wordpiece, texts, self.max_seq_length, cut, torch_wordpiece=True)
+        # on its own CUDA stream, so that the next batch's tokenisation overlaps the model's work on this one;
+        # encode() makes the model's stream wait for the event before it reads the ids
+        import torch
+
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        with torch.cuda.stream(self._stream):
+            feats = tokenize_batch(self._wordpiece, texts, self.max_seq_length, cut, torch_wordpiece=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        return {**feats, _READY: done}
 
     def _batches(self, texts: Sequence[str], order: np.ndarray) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         bs = self.batch_size
@@ -218,6 +247,12 @@ class Embedder:
         with torch.inference_mode():
             batches = self._batches(texts, order)
             for idx, feats in batches if self._pool is not None else self._prefetched(batches):
+                ready = feats.pop(_READY, None)
+                if ready is not None:  # ids made on the tokenizer's stream
+                    main = torch.cuda.current_stream()
+                    main.wait_event(ready)
+                    for v in feats.values():
+                        v.record_stream(main)  # the allocator must not reuse them before the model is done
                 feats = {k: _to_device(v, self.device) for k, v in feats.items()}
                 emb = self.model(feats)["sentence_embedding"]
                 emb = torch.nn.functional.normalize(emb.float(), p=2, dim=1)
@@ -225,30 +260,42 @@ class Embedder:
         return out
 
 
-def tokenize_batch(tok: Any, texts: Sequence[str], max_len: int, cut_chars: int | None) -> dict[str, np.ndarray]:
-    """Token ids of one batch as numpy arrays, padded to its longest member, truncated at ``max_len`` tokens.
+def tokenize_batch(
+    tok: Any, texts: Sequence[str], max_len: int, cut_chars: int | None, torch_wordpiece: bool = False
+) -> dict[str, Any]:
+    """Token ids of one batch, padded to its longest member, truncated at ``max_len`` tokens: numpy arrays from a
+    HF tokenizer, or device tensors from a ``TorchWordPiece`` (``torch_wordpiece=True``).
 
     With ``cut_chars`` (WordPiece tokenizers only), long texts are first cut at a whitespace before ``cut_chars``
     characters; a cut text that no longer fills ``max_len`` tokens is tokenised in full instead, so the token
     ids are exactly those of the full texts.
     """
+
+    def run(batch: list[str]) -> dict[str, Any]:
+        if torch_wordpiece:
+            return tok(batch, max_len)
+        return dict(tok(batch, padding=True, truncation=True, max_length=max_len, return_tensors="np"))
+
     if cut_chars is None:
-        return dict(tok(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="np"))
+        return run(list(texts))
     cut = [cut_text(t, cut_chars) for t in texts]
-    feats = tok(cut, padding=True, truncation=True, max_length=max_len, return_tensors="np")
+    feats = run(cut)
     lengths = feats["attention_mask"].sum(axis=1)
+    lengths = lengths.tolist() if torch_wordpiece else lengths
     short = [i for i, (c, t) in enumerate(zip(cut, texts, strict=True)) if len(c) < len(t) and lengths[i] < max_len]
     if short:
         for i in short:
             cut[i] = texts[i]
-        feats = tok(cut, padding=True, truncation=True, max_length=max_len, return_tensors="np")
-    return dict(feats)
+        feats = run(cut)
+    return feats
 
 
 def _to_device(array: Any, device: str) -> Any:
     import torch
 
     tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
+    if tensor.device.type == device:  # TorchWordPiece's output is there already
+        return tensor
     if device == "cuda":  # pinned host memory lets the copy overlap with the previous batch's compute
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor
