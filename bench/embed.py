@@ -124,9 +124,8 @@ def bench_stage(cfg, texts: list[str], workdir: Path) -> tuple[float, float, np.
 
 def load_stock(path: str, device: str) -> Any:
     """Stock sentence-transformers as a user gets it: fp32 on the device."""
-    from sentence_transformers import SentenceTransformer
-
     import torch
+    from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(path, device=device, local_files_only=True).to(torch.float32)
 
