@@ -12,12 +12,18 @@ its outputs, so a rerun skips finished shards and redoes the rest, whatever the 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from typing import Any
 
 from fsspec.core import url_to_fs
 
 from pipeline.io import join_path
 from pipeline.stats import ShardStats
+
+
+#: temporary names of AtomicParquetWriter and RunDir.write_bytes: ``<name>.tmp-<8 hex>``
+_TEMP = re.compile(r"\.tmp-[0-9a-f]{8}$")
 
 
 class RunDir:
@@ -56,7 +62,7 @@ class RunDir:
         """Write a file atomically (temp name, then rename)."""
         path = self._p(rel)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = path + ".tmp"
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open(tmp, "wb") as f:
             f.write(data)
         self.fs.mv(tmp, path)
@@ -72,6 +78,19 @@ class RunDir:
         path = self._p(rel)
         if self.fs.exists(path):
             self.fs.rm(path, recursive=recursive)
+
+    def remove_stale_temps(self) -> list[str]:
+        """Remove the temporary files that killed processes left behind; returns their paths.
+
+        Only safe while no task of this run is running (``run_pipeline`` calls it before starting any, after
+        checking that no Slurm job of the run is still queued or running).
+        """
+        if not self.fs.exists(self.path):
+            return []
+        stale = sorted(p for p in self.fs.find(self.path) if _TEMP.search(p.rsplit("/", 1)[-1]))
+        for p in stale:
+            self.fs.rm(p)
+        return stale
 
     def listdir(self, rel: str) -> list[str]:
         path = self._p(rel)

@@ -307,6 +307,9 @@ def run_pipeline(
     if kind == "slurm":
         _check_slurm_chain(run)
     prepare_run_dir(cfg, run)
+    stale = run.remove_stale_temps()  # left by a killed earlier attempt; nothing of this run is running now
+    if stale:
+        logger.info(f"removed {len(stale)} temporary file(s) left by an interrupted run, e.g. {stale[0]}")
     cfg = task_config(cfg)
     result = RunResult(run_dir=run.url, shards=shards)
     in_process = kind == "local" and cfg.executor.workers == 1

@@ -315,3 +315,20 @@ def test_added_shard_reuses_completed_shards(tmp_path, monkeypatch):
     fresh = tmp_path / "fresh"
     pipeline_run(make_cfg(corpus, fresh))
     assert final_files(out) == final_files(fresh)
+
+
+def test_stale_temporary_files_are_removed_and_nothing_else(tmp_path):
+    from pipeline.rundir import RunDir
+
+    run = tmp_path / "run"
+    stale = ["embeddings/a.parquet.tmp-0123abcd", "stats/embed/a.json.tmp-89abcdef"]
+    # a shard may be named data.tmp: its completion marker is completions/<stage>/data.tmp
+    kept = ["embeddings/a.parquet", "completions/embed/b.tmp", "curated/x.tmp-0123abcd.parquet", "c.tmp-XYZ"]
+    for rel in stale + kept:
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_bytes(b"x")
+    removed = RunDir(str(run)).remove_stale_temps()
+    assert sorted(r.rsplit(str(run) + "/", 1)[-1] for r in removed) == sorted(stale)
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert left == sorted(kept)
+    assert RunDir(str(tmp_path / "absent")).remove_stale_temps() == []
