@@ -13,7 +13,6 @@ iteration, assignment throughput of all ``n`` points, and for SemDeDup the pairs
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import emit  # noqa: E402
 from clustering.kmeans import SphericalKMeans, assign  # noqa: E402
 from clustering.semdedup import max_sim_to_earlier  # noqa: E402
 
@@ -94,10 +94,7 @@ def main() -> None:
         pairs = args.semdedup * (args.semdedup - 1) / 2
         res.update(semdedup_s=secs, semdedup_pairs_per_s=pairs / secs)
         print(f"semdedup: {args.semdedup} members, {pairs:,.0f} pairs in {secs:.2f}s ({pairs / secs:,.0f} pairs/s)")
-    print(json.dumps(res, indent=2))
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    emit(res, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import emit, sync  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.embed import Embedder, TokenizerPool, resolve_model_path  # noqa: E402
 from pipeline.io import Shard  # noqa: E402
@@ -51,13 +51,6 @@ def load_texts(pattern: str, n: int, seed: int) -> list[str]:
     return texts[:n]
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
 def bench_bare_forward(emb: Embedder, texts: list[str]) -> float:
     import torch
 
@@ -66,14 +59,14 @@ def bench_bare_forward(emb: Embedder, texts: list[str]) -> float:
     batches = [emb.tokenize([texts[i] for i in order[s : s + bs]]) for s in range(0, len(texts), bs)]
     # numpy from the HF tokenizer, device tensors (plus a ready-event) from TorchWordPiece
     batches = [{k: torch.as_tensor(v).to(emb.device) for k, v in b.items() if not k.startswith("_")} for b in batches]
-    _sync(emb.device)
+    sync(emb.device)
     with torch.inference_mode():
         emb.model(batches[0])  # warm-up
-        _sync(emb.device)
+        sync(emb.device)
         t0 = time.perf_counter()
         for b in batches:
             emb.model(b)["sentence_embedding"]
-        _sync(emb.device)
+        sync(emb.device)
     return len(texts) / (time.perf_counter() - t0)
 
 
@@ -110,10 +103,10 @@ def bench_stage(cfg, texts: list[str], workdir: Path) -> tuple[float, float, np.
     load_s = time.perf_counter() - t0
     # warm-up on a few documents so lazy CUDA/kernel initialisation is not timed
     stage.embedder.encode(texts[: min(64, len(texts))])
-    _sync(stage.embedder.device)
+    sync(stage.embedder.device)
     t0 = time.perf_counter()
     stage._run_unit(shard.stem, stage.fingerprint)
-    _sync(stage.embedder.device)
+    sync(stage.embedder.device)
     secs = time.perf_counter() - t0
     if not (workdir / "run" / "completions" / "embed" / "bench").exists():
         sys.exit("the embed stage failed: see " + str(workdir / "run" / "failures"))
@@ -133,10 +126,10 @@ def load_stock(path: str, device: str) -> Any:
 def bench_stock(model: Any, device: str, texts: list[str]) -> tuple[float, np.ndarray]:
     """``encode`` with its defaults (batch 32)."""
     model.encode(texts[:32])
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     vecs = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    _sync(device)
+    sync(device)
     return len(texts) / (time.perf_counter() - t0), vecs
 
 
@@ -235,10 +228,7 @@ def main() -> None:
         res["ceiling"] = min(ceilings)
         res["stage_over_ceiling"] = res["stage"] / res["ceiling"]
         res["stage_over_bare"] = res["stage"] / res["bare_forward"] if "bare_forward" in res else None
-    print(json.dumps(res, indent=2), flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    emit(res, args.out)
 
 
 if __name__ == "__main__":

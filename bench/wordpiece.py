@@ -23,17 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import emit, sync  # noqa: E402
 from bench.embed import load_texts  # noqa: E402
 from pipeline.config import EmbedSection  # noqa: E402
 from pipeline.embed import Embedder, TokenizerPool, cut_text  # noqa: E402
 from pipeline.wordpiece import TorchWordPiece, build_tables  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -91,10 +85,10 @@ def main() -> None:
     res["tables_s"] = time.perf_counter() - t0
     wp = TorchWordPiece(tok, args.device, tables)
     wp(batches[0][:64], args.max_len)  # warm-up (CUDA context, kernels)
-    _sync(args.device)
+    sync(args.device)
     t0 = time.perf_counter()
     ours = [wp(b, args.max_len) for b in batches]
-    _sync(args.device)
+    sync(args.device)
     res["torch"] = len(texts) / (time.perf_counter() - t0)
     print(f"torch on {args.device}: {res['torch']:,.0f} docs/s (tables built in {res['tables_s']:.1f}s)", flush=True)
 
@@ -110,10 +104,7 @@ def main() -> None:
     res["identical"] = same / len(texts)
     res["fallbacks"] = wp.fallbacks
     print(f"identical ids: {same} of {len(texts)} documents; {wp.fallbacks} went to HF", flush=True)
-    print(json.dumps(res, indent=2))
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    emit(res, args.out)
 
 
 if __name__ == "__main__":
