@@ -122,7 +122,9 @@ class ClusterSection(Section):
         seed: k-means seed; ``null`` uses ``run.seed``.
         fit_fraction: share of documents in the training sample (chosen by a hash of the id and the seed, so the
             sample does not depend on sharding or workers); every document is assigned afterwards.
-        max_points_per_centroid: the fit subsamples its sample to ``k ×`` this many points (FAISS's rule; logged).
+        max_points_per_centroid: k-means trains on at most ``k ×`` this many points (FAISS's rule): the ones of
+            the sample with the smallest hashes of (seed, id); the fit stage reads only their vectors, so its
+            memory is bounded by this cap, not by the corpus.
         device: ``auto``, ``cpu`` or ``cuda``.
         n_buckets: assignments are also written bucketed by ``cluster_id % n_buckets`` so one dedup task holds
             whole clusters.

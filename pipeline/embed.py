@@ -30,6 +30,9 @@ BUNDLED = "bundled"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 #: loaded models by (path, device, dtype, max_seq_length), shared by every Embedder of the process
 _MODELS: dict[tuple[Any, ...], Any] = {}
+#: batches are padded to a multiple of this many tokens: few distinct shapes keep the CPU's oneDNN primitive cache
+#: and the allocator from growing with every new length (bench/RESULTS.md, "Scaling"), and suit tensor cores
+PAD_MULTIPLE = 16
 #: key of the CUDA event that marks a batch's ids as ready (TorchWordPiece on its own stream)
 _READY = "_winnow_ready"
 #: TorchWordPiece tables by model path (building them takes a few seconds)
@@ -261,10 +264,16 @@ class Embedder:
 
 
 def tokenize_batch(
-    tok: Any, texts: Sequence[str], max_len: int, cut_chars: int | None, torch_wordpiece: bool = False
+    tok: Any,
+    texts: Sequence[str],
+    max_len: int,
+    cut_chars: int | None,
+    torch_wordpiece: bool = False,
+    pad_multiple: int = PAD_MULTIPLE,
 ) -> dict[str, Any]:
-    """Token ids of one batch, padded to its longest member, truncated at ``max_len`` tokens: numpy arrays from a
-    HF tokenizer, or device tensors from a ``TorchWordPiece`` (``torch_wordpiece=True``).
+    """Token ids of one batch, truncated at ``max_len`` tokens and padded to its longest member rounded up to a
+    multiple of ``pad_multiple``: numpy arrays from a HF tokenizer, or device tensors from a ``TorchWordPiece``
+    (``torch_wordpiece=True``).
 
     With ``cut_chars`` (WordPiece tokenizers only), long texts are first cut at a whitespace before ``cut_chars``
     characters; a cut text that no longer fills ``max_len`` tokens is tokenised in full instead, so the token
@@ -273,8 +282,11 @@ def tokenize_batch(
 
     def run(batch: list[str]) -> dict[str, Any]:
         if torch_wordpiece:
-            return tok(batch, max_len)
-        return dict(tok(batch, padding=True, truncation=True, max_length=max_len, return_tensors="np"))
+            return tok(batch, max_len, pad_to_multiple_of=pad_multiple)
+        return dict(
+            tok(batch, padding=True, truncation=True, max_length=max_len, pad_to_multiple_of=pad_multiple,
+                return_tensors="np")
+        )  # fmt: skip
 
     if cut_chars is None:
         return run(list(texts))

@@ -329,18 +329,12 @@ def arrow_to_vectors(col: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray
 _CLUSTER_KEYS = ["io", "embed", "cluster", "run.seed"]
 
 
-def in_fit_sample(ids: list[str], seed: int, fraction: float) -> np.ndarray:
-    """Whether each id is in the k-means training sample: a hash of (seed, id) below ``fraction``.
-
-    The choice depends on the id alone, not on shards, order or workers.
-    """
-    if fraction >= 1.0:
-        return np.ones(len(ids), dtype=bool)
-    h = np.array(
+def fit_hashes(ids: list[str], seed: int) -> np.ndarray:
+    """A 64-bit hash of (seed, id) per id: the k-means sample is chosen by it, independent of shards and order."""
+    return np.array(
         [int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little") for i in ids],
         dtype=np.uint64,
     )
-    return (h / np.float64(2**64)) < fraction
 
 
 class FitStage(Stage):
@@ -354,17 +348,33 @@ class FitStage(Stage):
         self.require(EmbedStage)
         cc = self.cfg.cluster
         seed = self.cfg.cluster_seed
+        # pass 1, ids only: the sample (hash below fit_fraction), then at most the k x max_points_per_centroid
+        # points k-means trains on (the smallest hashes), so memory is bounded by that cap, not by the corpus
+        cap = cc.k * cc.max_points_per_centroid
+        rows, hashes = [], []
+        for i, shard in enumerate(self.shards):
+            ids = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet", [self.cfg.io.id_field])
+            h = fit_hashes(ids.column(0).to_pylist(), seed)
+            stats.input += len(h)
+            stats.kept += len(h)
+            member = np.arange(len(h)) if cc.fit_fraction >= 1.0 else np.nonzero(h / 2.0**64 < cc.fit_fraction)[0]
+            rows.append(np.stack([np.full(len(member), i), member], axis=1))
+            hashes.append(h[member])
+        chosen = np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
+        h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+        stats.count("fit_sample", len(h))
+        if len(h) > cap:
+            chosen = chosen[np.sort(np.argpartition(h, cap - 1)[:cap])]
+        # pass 2: the chosen vectors, shard by shard
         parts = []
-        for shard in self.shards:
-            table = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet")
-            ids = table.column(self.cfg.io.id_field).to_pylist()
-            mask = in_fit_sample(ids, seed, cc.fit_fraction)
-            stats.input += len(ids)
-            stats.kept += len(ids)
-            if mask.any():
-                parts.append(arrow_to_vectors(table.column("embedding"))[mask])
+        bounds = np.searchsorted(chosen[:, 0], np.arange(len(self.shards) + 1))  # chosen is sorted by shard
+        for i, shard in enumerate(self.shards):
+            take = chosen[bounds[i] : bounds[i + 1], 1]
+            if len(take):
+                column = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet", ["embedding"]).column(0)
+                parts.append(arrow_to_vectors(column)[take])
         x = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-        stats.count("fit_sample", len(x))
+        del parts
         km = SphericalKMeans(
             cc.k, niter=cc.niter, seed=seed, max_points_per_centroid=cc.max_points_per_centroid,
             backend=cc.backend, device=cc.device, nredo=cc.nredo,

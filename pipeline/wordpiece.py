@@ -161,8 +161,9 @@ class TorchWordPiece:
 
     # ----------------------------------------------------------------------------------------------------------
 
-    def __call__(self, texts: Sequence[str], max_length: int) -> dict[str, Any]:
-        """``input_ids``, ``attention_mask`` and ``token_type_ids`` (torch, on the device), padded to the longest."""
+    def __call__(self, texts: Sequence[str], max_length: int, pad_to_multiple_of: int | None = None) -> dict[str, Any]:
+        """``input_ids``, ``attention_mask`` and ``token_type_ids`` (torch, on the device), padded to the longest
+        (rounded up to a multiple of ``pad_to_multiple_of``, as HF's argument of that name does)."""
         import torch
 
         texts = list(texts)
@@ -173,7 +174,7 @@ class TorchWordPiece:
             special = list(range(len(texts)))
             cps = np.zeros(0, dtype=np.uint32)
         if len(special) == len(texts):
-            return self._hf(texts, max_length)
+            return self._hf(texts, max_length, pad_to_multiple_of)
         lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
         ids, n_tok = self._encode(cps, lengths, max_length)
         if special:
@@ -187,6 +188,9 @@ class TorchWordPiece:
                 ids[row, : len(x)] = torch.as_tensor(x, device=self.device)
                 n_tok[row] = len(x)
             ids = ids[:, : int(n_tok.max())]
+        if pad_to_multiple_of and ids.shape[1] % pad_to_multiple_of:
+            extra = pad_to_multiple_of - ids.shape[1] % pad_to_multiple_of
+            ids = torch.nn.functional.pad(ids, (0, extra), value=self.pad_id)
         mask = (torch.arange(ids.shape[1], device=self.device)[None, :] < n_tok[:, None]).long()
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
@@ -196,9 +200,12 @@ class TorchWordPiece:
         low = text.lower()
         return any(a in low for a in self.added)
 
-    def _hf(self, texts: list[str], max_length: int) -> dict[str, Any]:
+    def _hf(self, texts: list[str], max_length: int, pad_to_multiple_of: int | None) -> dict[str, Any]:
         self.fallbacks += len(texts)
-        feats = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        feats = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+            return_tensors="pt",
+        )  # fmt: skip
         return {k: v.to(self.device) for k, v in feats.items()}
 
     def _encode(self, cps: np.ndarray, lengths: np.ndarray, max_length: int) -> tuple[Any, Any]:

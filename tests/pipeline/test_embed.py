@@ -321,9 +321,11 @@ def test_pre_truncation_keeps_token_ids(embedder, pre_truncate_chars):
         assert got == expected, f"text {i}: token ids differ"
     # and each text alone
     for text in texts:
-        expected = tok([text], truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+        expected = tok([text], truncation=True, max_length=MAX_LEN, padding=True, pad_to_multiple_of=16,
+                       return_tensors="pt")  # fmt: skip
         got = emb.tokenize([text])
         assert got["input_ids"].tolist() == expected["input_ids"].tolist()
+        assert got["input_ids"].shape[1] % 16 == 0, "batches are padded to a multiple of 16 tokens"
         assert got["attention_mask"].tolist() == expected["attention_mask"].tolist()
 
 

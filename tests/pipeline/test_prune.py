@@ -760,3 +760,26 @@ def test_dataman_level_end_to_end(base, rerun):
     for b in summary["by_stratum"]:
         assert b["draws"] == b["kept"] or b["quota_tokens"] > b["eligible_tokens"]
     check_books(out)
+
+
+def test_fit_reads_only_the_points_kmeans_trains_on(rerun):
+    """k-means trains on at most k x max_points_per_centroid points: the fit stage picks them itself, the ids
+    with the smallest hashes of (seed, id) within the fit_fraction sample, and reads only their vectors."""
+    from clustering.kmeans import SphericalKMeans
+    from pipeline.stages import arrow_to_vectors, fit_hashes
+
+    cap = K * 5  # 20 of the 120 valid documents
+    out = rerun("cluster.max_points_per_centroid=5", "cluster.fit_fraction=0.5", stages=["fit"])
+    counters = stage_stats(out, "fit")["counters"]
+    ids, vecs = [], []
+    for stem in STEMS:
+        t = pq.read_table(out / "embeddings" / f"{stem}.parquet")
+        ids += t.column("id").to_pylist()
+        vecs.append(arrow_to_vectors(t.column("embedding")))
+    h = fit_hashes(ids, 0)
+    sample = np.nonzero(h / 2.0**64 < 0.5)[0]
+    assert counters["fit_sample"] == len(sample) > cap
+    assert counters["fit_train_points"] == cap
+    chosen = np.sort(sample[np.argsort(h[sample])[:cap]])  # the smallest hashes, in corpus order
+    expected = SphericalKMeans(K, niter=20, seed=0, max_points_per_centroid=5).fit(np.concatenate(vecs)[chosen])
+    assert np.load(out / "centroids.npy").tobytes() == expected.centroids.tobytes()

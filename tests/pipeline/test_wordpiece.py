@@ -129,6 +129,14 @@ def test_batch_shape_padding_and_mask(hf, wp):
     for key in ("input_ids", "attention_mask", "token_type_ids"):
         assert feats[key].tolist() == ref[key].tolist(), key
     assert our_ids(wp, [""]) == [[hf.cls_token_id, hf.sep_token_id]]
+    texts = ["one two three", "", "a much longer text with many more words in it", "x " * 40]
+    for multiple in (8, 16):
+        ours = wp(texts, MAX_LEN, pad_to_multiple_of=multiple)
+        ref = hf(texts, padding=True, truncation=True, max_length=MAX_LEN, pad_to_multiple_of=multiple,
+                 return_tensors="pt")  # fmt: skip
+        assert ours["input_ids"].shape[1] % multiple == 0
+        for key in ("input_ids", "attention_mask"):
+            assert ours[key].tolist() == ref[key].tolist(), (multiple, key)
 
 
 def test_unknown_words_and_long_words_become_one_unk(hf, wp):
