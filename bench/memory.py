@@ -51,26 +51,36 @@ def write_corpus(folder: Path, shards: int, docs: int, seed: int = 0) -> None:
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
+    device = getattr(args, "device", "cpu")
     return [
         f"cluster.k={args.k}", f"cluster.n_buckets={args.n_buckets}", f"embed.batch_size={args.batch_size}",
-        "embed.device=cpu", "cluster.device=cpu", f"executor.torch_threads={args.threads}",
+        f"embed.device={device}", f"cluster.device={device}", f"executor.torch_threads={args.threads}",
         "prune.strategy=dbp", "prune.keep_fraction=0.5",
     ]  # fmt: skip
 
 
-def run_stage(stage: str, corpus: Path, out: Path, args: argparse.Namespace) -> dict:
-    """Run one stage in a fresh process; its peak RSS and wall time."""
+def run_stage(stage: str, corpus: Path, out: Path, sets: list[str], log: Path | None = None) -> dict:
+    """Run one stage in a fresh process with these ``--set`` overrides; its peak RSS and wall time.
+
+    The peak is ``wait4``'s ``ru_maxrss``: the largest resident set of the process (or of any child it waited for).
+    With ``log``, the process's stdout and stderr go to that file (appended) instead of this process's.
+    """
     cmd = [sys.executable, __file__, "--_stage", stage, "--_corpus", str(corpus), "--_out", str(out)]
-    cmd += [a for s in overrides(args) for a in ("--_set", s)]
+    cmd += [a for s in sets for a in ("--_set", s)]
     trace = out.parent / f"{out.name}-{stage}-rss.json"
     cmd += ["--_trace", str(trace)]
+    sink = open(log, "ab") if log else None  # noqa: SIM115 - closed below
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=sink)
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        if sink:
+            sink.close()
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise SystemExit(f"stage {stage} failed ({proc.returncode})")
+        raise SystemExit(f"stage {stage} failed ({proc.returncode})" + (f"; see {log}" if log else ""))
     rss = json.loads(trace.read_text())
     return {"stage": stage, "peak_rss_mib": usage.ru_maxrss / 1024, "seconds": seconds, "rss_after_units_mib": rss}
 
@@ -107,6 +117,7 @@ def main() -> None:
     ap.add_argument("--n-buckets", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda"], help="embed.device and cluster.device")
     ap.add_argument("--workdir", help="keep the corpora and runs here (default: a temporary folder, removed)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -130,7 +141,7 @@ def main() -> None:
             write_corpus(corpus, n_shards, args.docs)
             results[label] = {}
             for stage in STAGES:
-                r = run_stage(stage, corpus, out, args)
+                r = run_stage(stage, corpus, out, overrides(args))
                 results[label][stage] = r
                 print(f"{label} ({n_shards} shards × {args.docs} docs) {stage}: peak RSS {r['peak_rss_mib']:.0f} MiB, "
                       f"{r['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
