@@ -71,10 +71,14 @@ def _torch_device(device: str) -> str:
     return device
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
+def _normalize(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Rows scaled to unit length; ``inplace`` reuses ``x``'s memory when it is C-contiguous float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if inplace:
+        x /= norms
+        return x
+    return x / norms
 
 
 class SphericalKMeans:
@@ -110,9 +114,13 @@ class SphericalKMeans:
 
     # -- fit -------------------------------------------------------------------------------------------------------
 
-    def fit(self, x: np.ndarray) -> KMeansResult:
-        """Fit on ``x`` ``[n, d]`` (normalised here if not already). Raises ConfigError if ``n < k``."""
-        x = _normalize(x)
+    def fit(self, x: np.ndarray, overwrite_input: bool = False) -> KMeansResult:
+        """Fit on ``x`` ``[n, d]`` (normalised here if not already). Raises ConfigError if ``n < k``.
+
+        ``overwrite_input=True`` normalises ``x`` in place (when it is C-contiguous float32) instead of copying it:
+        for callers that own a large sample and need it no more.
+        """
+        x = _normalize(x, inplace=overwrite_input)
         n = x.shape[0]
         if n < self.k:
             raise ConfigError(

@@ -379,7 +379,7 @@ class FitStage(Stage):
             cc.k, niter=cc.niter, seed=seed, max_points_per_centroid=cc.max_points_per_centroid,
             backend=cc.backend, device=cc.device, nredo=cc.nredo,
         )  # fmt: skip
-        result = km.fit(x)
+        result = km.fit(x, overwrite_input=True)  # x is this stage's own copy: no second one
         stats.count("fit_train_points", result.n_train)
         buf = io.BytesIO()
         np.save(buf, result.centroids)

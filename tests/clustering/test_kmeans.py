@@ -243,3 +243,14 @@ def test_nredo_keeps_the_best_of_several_initialisations(blobs, backend):
         best = fit(x, backend, seed=seed, nredo=8)
         assert best.objective[-1] >= one.objective[-1] - 1e-3 * abs(one.objective[-1])
     assert adjusted_rand_score(truth, labels_of(x, fit(x, backend, seed=0, nredo=8), backend)) >= 0.95
+
+
+def test_fit_can_normalise_its_input_in_place(blobs):
+    x, _, _ = blobs
+    scaled = np.ascontiguousarray(x * 3.0, dtype=np.float32)
+    kept = scaled.copy()
+    a = fit(scaled, "faiss")
+    assert np.array_equal(scaled, kept), "the default leaves the caller's array alone"
+    b = SphericalKMeans(K, niter=20, seed=SEED, backend="faiss", device="cpu").fit(scaled, overwrite_input=True)
+    np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), 1.0, atol=1e-6)  # normalised where it was
+    assert a.centroids.tobytes() == b.centroids.tobytes()
