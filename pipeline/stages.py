@@ -141,20 +141,28 @@ class Stage(PipelineStep):
     def setup(self) -> None:
         """Load models / indexes. Called once per task before the first unit that needs work."""
 
+    def teardown(self) -> None:
+        """Free what ``setup`` took (tokenizer processes, HTTP sessions, GPU memory). Called once per task after
+        its last unit, if ``setup`` ran."""
+
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Iterator[Any]:
         if data:
             yield from data
         ready = False
         fp = self.fingerprint
-        for unit in self.units()[rank::world_size]:
-            if not self.overwrite and self.run_dir.is_complete(self.name, unit, self.marker(unit, fp)):
-                logger.info(f"{self.name}: {unit} already complete, skipped")
-                self.stat_update("units_skipped")
-                continue
-            if not ready:
-                self.setup()
-                ready = True
-            self._run_unit(unit, fp)
+        try:
+            for unit in self.units()[rank::world_size]:
+                if not self.overwrite and self.run_dir.is_complete(self.name, unit, self.marker(unit, fp)):
+                    logger.info(f"{self.name}: {unit} already complete, skipped")
+                    self.stat_update("units_skipped")
+                    continue
+                if not ready:
+                    self.setup()
+                    ready = True
+                self._run_unit(unit, fp)
+        finally:
+            if ready:
+                self.teardown()
 
     def _run_unit(self, unit: str, fp: str) -> None:
         stats = ShardStats(shards=1)
@@ -271,6 +279,9 @@ class EmbedStage(ShardStage):
 
     def setup(self) -> None:
         self.embedder.setup()
+
+    def teardown(self) -> None:
+        self.embedder.teardown()  # the model stays in the process's cache; tokenizer processes end
 
     def provenance(self) -> dict[str, str]:
         """Also records where and in which precision the vectors were computed (``embed.dtype=auto`` resolves
@@ -569,6 +580,9 @@ class ScoreStage(ShardStage):
         self.embedder = Embedder(self.cfg.embed, torch_threads=_torch_threads(self.cfg))
         self.rater = build_rater(self.cfg, self.embedder)
         self.rater.setup()
+
+    def teardown(self) -> None:
+        self.rater.teardown()
 
     def process_shard(self, shard: Shard, stats: ShardStats) -> None:
         from scorers.base import QUALITY_SCHEMA

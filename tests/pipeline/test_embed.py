@@ -450,3 +450,32 @@ def test_cuda_float16_agrees_with_cpu_float32(embedder, texts):
         assert gpu.encode(docs).tobytes() == out.tobytes()
     finally:
         gpu.teardown()
+
+
+def test_embed_stage_ends_its_tokenizer_processes(tmp_path, monkeypatch):
+    """The stage tears down what setup started: after the run no tokenizer process of it is alive."""
+    import multiprocessing as mp
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["one text", "another one", "a third"]}),
+                   corpus / "s.parquet")  # fmt: skip
+    torn: list[bool] = []
+    original = Embedder.teardown
+
+    def spy(self):
+        torn.append(self._pool is not None)
+        original(self)
+
+    monkeypatch.setattr(Embedder, "teardown", spy)
+    sets = ["embed.device=cpu", "embed.dtype=float32", "embed.tokenize_workers=1", "executor.torch_threads=1"]
+    cfg = load_config(None, sets, {"io.input": [str(corpus)], "io.output": str(tmp_path / "run")})
+    run_pipeline(cfg, ["embed"], progress=False)
+    assert torn == [True], "embed's teardown ran once, with its pool"
+    assert not [p for p in mp.active_children() if p.is_alive()]
