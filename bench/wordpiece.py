@@ -24,9 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit, sync  # noqa: E402
-from bench.embed import load_texts  # noqa: E402
+from bench.embed import bench_tokenizer, load_texts  # noqa: E402
 from pipeline.config import EmbedSection  # noqa: E402
-from pipeline.embed import Embedder, TokenizerPool, cut_text  # noqa: E402
+from pipeline.embed import Embedder, cut_text  # noqa: E402
 from pipeline.wordpiece import TorchWordPiece, build_tables  # noqa: E402
 
 
@@ -64,21 +64,9 @@ def main() -> None:
     res["hf_1proc"] = len(texts) / (time.perf_counter() - t0)
     print(f"hf_1proc: {res['hf_1proc']:,.0f} docs/s", flush=True)
 
-    if args.procs > 1:
-        pool = TokenizerPool(tok, args.max_len, None, args.procs)
-        try:
-            order = np.arange(len(texts))
-            small = [order[s : s + 256] for s in range(0, len(texts), 256)]
-            for _ in pool.map_ordered(small[: args.procs], texts):
-                pass
-            t0 = time.perf_counter()
-            for _ in pool.map_ordered(small, texts):
-                pass
-            res["hf_pool"] = len(texts) / (time.perf_counter() - t0)
-            res["procs"] = args.procs
-            print(f"hf_pool ({args.procs} processes): {res['hf_pool']:,.0f} docs/s", flush=True)
-        finally:
-            pool.close()
+    if args.procs > 1:  # the embed stage's TokenizerPool, timed as bench/embed.py times it
+        res["hf_pool"], res["procs"] = bench_tokenizer(emb, texts, args.procs), args.procs
+        print(f"hf_pool ({args.procs} processes): {res['hf_pool']:,.0f} docs/s", flush=True)
 
     t0 = time.perf_counter()
     tables = build_tables(tok)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from loguru import logger
 
 from pipeline.config import EmbedSection
 from pipeline.errors import ConfigError
@@ -151,11 +152,12 @@ class Embedder:
         if self.cfg.tokenizer == "torch":
             from pipeline.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
 
-            try:
-                tables = _TABLES.get(str(path)) or _TABLES.setdefault(str(path), build_tables(model.tokenizer))
-            except UnsupportedTokenizer as e:
-                raise ConfigError(f"embed.tokenizer=torch: {e}; use embed.tokenizer=hf for this model") from None
-            self._wordpiece = TorchWordPiece(model.tokenizer, device, tables)
+            if str(path) not in _TABLES:
+                try:
+                    _TABLES[str(path)] = build_tables(model.tokenizer)
+                except UnsupportedTokenizer as e:
+                    raise ConfigError(f"embed.tokenizer=torch: {e}; use embed.tokenizer=hf for this model") from None
+            self._wordpiece = TorchWordPiece(model.tokenizer, device, _TABLES[str(path)])
         workers = 0 if self._wordpiece is not None else resolve_tokenize_workers(self.cfg.tokenize_workers, device)
         if workers > 0:
             cut = self.cfg.pre_truncate_chars if self._can_cut else None
@@ -321,12 +323,9 @@ def resolve_tokenize_workers(workers: int | None, device: str) -> int:
     if workers is None:
         workers = 0 if device != "cuda" else min(32, max(0, (os.cpu_count() or 1) - 1))
     if workers > 0 and mp.current_process().daemon:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "embed.tokenize_workers=%d ignored: this is a daemonic worker process, which cannot start processes "
-            "(use executor.workers=1 so the embed stage runs in the main process); tokenising in a thread",
-            workers,
+        logger.warning(
+            f"embed.tokenize_workers={workers} ignored: this is a daemonic worker process, which cannot start "
+            "processes (use executor.workers=1 so the embed stage runs in the main process); tokenising in a thread"
         )
         return 0
     return workers

@@ -394,15 +394,21 @@ def test_tokenize_workers_default_to_none_on_cpu_and_cores_on_cuda(monkeypatch):
     assert resolve_tokenize_workers(0, "cuda") == 0
 
 
-def test_tokenize_workers_fall_back_to_a_thread_in_a_daemon(monkeypatch, caplog):
+def test_tokenize_workers_fall_back_to_a_thread_in_a_daemon(monkeypatch):
     import multiprocessing as mp
+
+    from loguru import logger
 
     from pipeline.embed import resolve_tokenize_workers
 
     monkeypatch.setattr(mp.current_process(), "daemon", True, raising=False)
-    with caplog.at_level("WARNING"):
+    warnings: list[str] = []
+    sink = logger.add(warnings.append, level="WARNING")
+    try:
         assert resolve_tokenize_workers(4, "cuda") == 0
-    assert "daemonic" in caplog.text
+    finally:
+        logger.remove(sink)
+    assert any("daemonic" in w for w in warnings)
 
 
 def test_worker_processes_give_the_same_vectors(embedder, texts):
