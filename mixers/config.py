@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.section import Section
+from pipeline.section import Section, StrList
 
 __all__ = [
     "GOYAL_REFERENCE",
@@ -213,14 +213,9 @@ class UpsampleSection(_Section):
             from the paper: "no proportions are hard-coded", pick yours).
     """
 
-    domains: list[str] = Field(default_factory=list)
+    domains: StrList = Field(default_factory=list)
     fraction: float = Field(0.2, gt=0.0, lt=1.0)
     factor: float = Field(2.0, gt=1.0)
-
-    @field_validator("domains", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
 
 class MixSection(_Section):

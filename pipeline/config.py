@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from mixers.config import MixSection
 from pipeline.errors import ConfigError
-from pipeline.section import Section
+from pipeline.section import Section, StrList
 from scorers.llm import LLMSection
 from scorers.student import StudentSection
 
@@ -56,7 +56,7 @@ class IOSection(Section):
         row_group_size: rows per parquet row group of the files winnow writes.
     """
 
-    input: list[str] = Field(default_factory=list)
+    input: StrList = Field(default_factory=list)
     output: str | None = None
     text_field: str = Field("text", min_length=1)
     id_field: str = Field("id", min_length=1)
@@ -67,11 +67,6 @@ class IOSection(Section):
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)  # never in logs / executor.json
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = Field(16_384, ge=1)
-
-    @field_validator("input", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
 
 class EmbedSection(Section):

@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+
+def _one_or_many(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+#: a list of strings that also accepts a single string (``input: data/*.parquet`` or a list of patterns)
+StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
 
 
 class Section(BaseModel):
