@@ -43,15 +43,7 @@ WORDS = (
 ).split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """A small MLP gains nothing from threads, and OpenMP barriers stall on a busy 2-core CI box."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
