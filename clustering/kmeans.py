@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from loguru import logger
 
+from pipeline.device import torch_device
 from pipeline.errors import ConfigError
 
 
@@ -59,16 +60,6 @@ def faiss_gpu_available() -> bool:
         return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     except ImportError:
         return False
-
-
-def _torch_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("cluster.device=cuda but torch sees no CUDA device; use auto or cpu")
-    return device
 
 
 def _normalize(x: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -183,7 +174,7 @@ class SphericalKMeans:
     def _fit_torch_once(self, x: np.ndarray, seed: Any) -> KMeansResult:
         import torch
 
-        device = _torch_device(self.device)
+        device = torch_device(self.device, "cluster.device")
         rng = np.random.default_rng(seed)
         n = x.shape[0]
         cap = self.k * self.max_points_per_centroid
@@ -243,7 +234,7 @@ def assign(
     else:
         import torch
 
-        dev = _torch_device(device)
+        dev = torch_device(device, "cluster.device")
         lab, sim = _torch_assign(torch.from_numpy(x).to(dev), torch.from_numpy(centroids).to(dev))
         labels, sims = lab.cpu().numpy(), sim.cpu().numpy()
     dist = np.clip(1.0 - sims.astype(np.float32), 0.0, 2.0)

@@ -24,6 +24,7 @@ import numpy as np
 from loguru import logger
 
 from pipeline.config import EmbedSection
+from pipeline.device import torch_device
 from pipeline.errors import ConfigError
 from pipeline.io import is_bert_whitespace
 
@@ -130,11 +131,7 @@ class Embedder:
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         path = resolve_model_path(self.cfg.model)
-        device = self.cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("embed.device=cuda but torch sees no CUDA device; use auto or cpu")
+        device = torch_device(self.cfg.device, "embed.device")
         dtype = resolve_dtype(self.cfg.dtype, device)
         key = (str(path), device, dtype, self.cfg.max_seq_length)
         model = _MODELS.get(key)

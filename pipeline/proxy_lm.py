@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipeline.device import torch_device
+
 __all__ = [
     "EOS",
     "VOCAB",
@@ -219,17 +221,6 @@ def eval_windows(stream: np.ndarray, context: int, max_tokens: int) -> np.ndarra
     return w
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        msg = "proxy device cuda requested but CUDA is not available"
-        raise ValueError(msg)
-    return name
-
-
 def build_model(cfg: ProxyConfig):
     """The proxy transformer (module doc), initialised from ``torch``'s current RNG state."""
     import torch
@@ -320,7 +311,7 @@ def _train(train_stream: np.ndarray, heldout: np.ndarray, cfg: ProxyConfig) -> P
     from torch.nn import functional as F
 
     start = time.perf_counter()
-    device = _device(cfg.device)
+    device = torch_device(cfg.device, "proxy device")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("pos")]

@@ -55,6 +55,7 @@ import pyarrow as pa
 from loguru import logger
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.device import torch_device
 from pipeline.errors import ConfigError, RetryableError
 from pipeline.section import Section
 from scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
@@ -345,11 +346,7 @@ class LLMRater(Rater):
         path = Path(self.cfg.model).expanduser()  # type: ignore[arg-type]
         if not path.is_dir():
             raise ConfigError(f"llm.model: {path} is not a local model directory (hub ids are not fetched)")
-        device = self.cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("llm.device=cuda but torch sees no CUDA device; use auto or cpu")
+        device = torch_device(self.cfg.device, "llm.device")
         dtype = self.cfg.dtype
         if dtype == "auto":
             if device == "cuda":

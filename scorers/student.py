@@ -60,6 +60,7 @@ import pyarrow.compute as pc
 from loguru import logger
 from pydantic import Field
 
+from pipeline.device import torch_device
 from pipeline.errors import ConfigError, CurationError
 from pipeline.section import Section
 from scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
@@ -102,16 +103,6 @@ class StudentSection(Section):
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but CUDA is not available")
-    return device
 
 
 def _normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -395,7 +386,7 @@ class StudentModel:
                     f"{meta_path}: the model was trained on other text features than scorers.heuristic computes "
                     "now: retrain the student"
                 )
-        device = _resolve_device(device)
+        device = torch_device(device, "student device")
         model = cls(meta, device="cpu")
         state = load_file(str(weights_path), device="cpu")
         try:
@@ -547,7 +538,7 @@ def train_student(
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
-    device = _resolve_device(device)
+    device = torch_device(device, "student device")
     n_rows = ratings_table.num_rows
     emb = _normalise(embeddings)
     if len(emb) != n_rows:
