@@ -485,3 +485,23 @@ def test_embed_stage_ends_its_tokenizer_processes(tmp_path, monkeypatch):
     run_pipeline(cfg, ["embed"], progress=False)
     assert torn == [True], "embed's teardown ran once, with its pool"
     assert not [p for p in mp.active_children() if p.is_alive()]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_embeddings_record_device_and_precision(tmp_path, dtype):
+    """``embed.dtype: auto`` resolves per machine, so the files say which precision made them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["one text", "another one"]}), corpus / "s.parquet")
+    sets = ["embed.device=cpu", f"embed.dtype={dtype}", "executor.torch_threads=1"]
+    cfg = load_config(None, sets, {"io.input": [str(corpus)], "io.output": str(tmp_path / "run")})
+    run_pipeline(cfg, ["embed"], progress=False)
+    meta = pq.read_schema(tmp_path / "run" / "embeddings" / "s.parquet").metadata
+    assert meta[b"winnow.embed_device"] == b"cpu"
+    assert meta[b"winnow.embed_dtype"] == dtype.encode()
