@@ -1,8 +1,8 @@
-"""Benchmark: documents per second of ``mixers.loader.MixtureDataset`` in one process, from local parquet.
+"""Benchmark: documents per second of ``winnow.mixers.loader.MixtureDataset`` in one process, from local parquet.
 
 Builds a synthetic run directory once (``--workdir``): ``--shards`` curated shards of ``--rows`` documents with
 ``--words`` words on average (uniform 0.2x-1.8x), row groups of ``--row-group`` rows, 85% kept, a
-``quality_score`` and one of four ``source`` values per row; then a real plan with ``mixers.planner.build_plan``
+``quality_score`` and one of four ``source`` values per row; then a real plan with ``winnow.mixers.planner.build_plan``
 (4 quality buckets x 4 sources, equal law parameters per bucket; the budget ``--epochs`` times the kept tokens,
 the last 20% upsampling one source). It then times:
 
@@ -37,9 +37,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixers.config import MixSection  # noqa: E402
-from mixers.loader import MixtureDataset  # noqa: E402
-from mixers.planner import PLAN_FILE, build_plan, write_plan  # noqa: E402
+from winnow.mixers.config import MixSection  # noqa: E402
+from winnow.mixers.loader import MixtureDataset  # noqa: E402
+from winnow.mixers.planner import PLAN_FILE, build_plan, write_plan  # noqa: E402
 
 SOURCES = ("web", "code", "books", "papers")
 

@@ -91,9 +91,9 @@ def _rss_mib() -> float:
 
 
 def _stage_main(stage: str, corpus: str, out: str, sets: list[str], trace: str) -> None:
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
-    from pipeline.stages import Stage
+    from winnow.pipeline.config import load_config
+    from winnow.pipeline.runner import run_pipeline
+    from winnow.pipeline.stages import Stage
 
     rss: list[float] = []
     run_unit = Stage._run_unit

@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scorers.domains import keyword_domains  # noqa: E402
-from scorers.heuristic import HeuristicRater  # noqa: E402
+from winnow.scorers.domains import keyword_domains  # noqa: E402
+from winnow.scorers.heuristic import HeuristicRater  # noqa: E402
 
 #: sources looked at while choosing the proxies, calibrations and weights; the others are held out
 DEV_SOURCES = ("abc", "brown", "pil", "shakespeare", "nps_chat", "problem_reports", "switchboard")
@@ -170,8 +170,8 @@ def main() -> None:
 
     # ---- 2. domains on a stratified sample
     if args.embed_sample > 0:
-        from pipeline.config import EmbedSection
-        from pipeline.embed import Embedder
+        from winnow.pipeline.config import EmbedSection
+        from winnow.embedding.embed import Embedder
 
         rng = np.random.default_rng(args.seed)
         sources = sorted(set(source))

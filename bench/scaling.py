@@ -74,7 +74,7 @@ SOURCE_P = [0.55, 0.2, 0.15, 0.1]
 
 def corpus_words() -> np.ndarray:
     """Whole alphabetic words of the bundled MiniLM vocabulary, in vocabulary (roughly frequency) order."""
-    from pipeline.embed import resolve_model_path
+    from winnow.embedding.embed import resolve_model_path
 
     vocab = json.loads((resolve_model_path("bundled") / "tokenizer.json").read_text())["model"]["vocab"]
     words = sorted((i, w) for w, i in vocab.items() if w.isascii() and w.isalpha() and (len(w) > 1 or w == "a"))
@@ -181,7 +181,7 @@ def build_tiny_model(
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.embed import resolve_model_path
+    from winnow.embedding.embed import resolve_model_path
 
     src = resolve_model_path("bundled")
     base = BertConfig.from_pretrained(str(src))

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import numpy as np
 from loguru import logger
 
-from pipeline.device import torch_device
-from pipeline.errors import ConfigError
+from winnow.core.device import torch_device
+from winnow.core.errors import ConfigError
 
 
 @dataclass

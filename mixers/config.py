@@ -1,6 +1,6 @@
 """The ``mix`` section of the config: budget, pools, law parameters, repeat cap and upsampling (DESIGN §3.7–3.10).
 
-Every model is frozen and forbids unknown keys, like the sections of :mod:`pipeline.config`. ``MixSection`` is
+Every model is frozen and forbids unknown keys, like the sections of :mod:`winnow.pipeline.config`. ``MixSection`` is
 mounted on the whole config as ``mix``::
 
     mix:
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.section import Section, StrList
+from winnow.core.section import Section, StrList
 
 __all__ = [
     "GOYAL_REFERENCE",

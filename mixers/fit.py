@@ -1,4 +1,4 @@
-"""Fit the scaling laws of :mod:`mixers.laws` to proxy runs (DESIGN §3.7, §3.8; STYLE rule 21).
+"""Fit the scaling laws of :mod:`winnow.mixers.laws` to proxy runs (DESIGN §3.7, §3.8; STYLE rule 21).
 
 Every fit works the same way: residuals are ``log(predicted) − log(observed)``; a grid of starting points is
 scored first, then ``scipy.optimize.least_squares(..., loss="huber")`` runs from the best few of them (the
@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.optimize import least_squares
 
-from mixers.laws import (
+from winnow.mixers.laws import (
     GoyalParams,
     MuennighoffParams,
     PoolParams,
@@ -293,7 +293,7 @@ def fit_goyal(
         max_nfev: Function-evaluation cap of each local fit (default 2000).
 
     Returns:
-        A :class:`FitResult` whose ``params`` is a :class:`~mixers.laws.GoyalParams` (pools in first-seen order).
+        A :class:`FitResult` whose ``params`` is a :class:`~winnow.mixers.laws.GoyalParams` (pools in first-seen order).
 
     Raises:
         ValueError: Missing columns, bad values, or fewer training runs than free parameters.
@@ -377,7 +377,7 @@ def fit_muennighoff(
 
     Free parameters are fitted as ``log A``, ``log B``, ``log E``, ``alpha``, ``beta``, ``log R*_D``,
     ``log R*_N`` (as the paper fits ``a = log A`` etc., App. A). ``U_N`` follows the fitted ``A, B, alpha,
-    beta`` (see :func:`mixers.laws.unique_params`). With few proxy runs, fix the base law (``fixed={"A": ...,
+    beta`` (see :func:`winnow.mixers.laws.unique_params`). With few proxy runs, fix the base law (``fixed={"A": ...,
     "B": ..., "E": ..., "alpha": ..., "beta": ...}``) and fit only the decay constants, as the paper does in its
     second stage.
 
@@ -395,7 +395,7 @@ def fit_muennighoff(
         max_nfev: Function-evaluation cap of each local fit (default 2000).
 
     Returns:
-        A :class:`FitResult` whose ``params`` is a :class:`~mixers.laws.MuennighoffParams`.
+        A :class:`FitResult` whose ``params`` is a :class:`~winnow.mixers.laws.MuennighoffParams`.
 
     Raises:
         ValueError: Missing columns, bad values, unknown fixed names, or too few training runs.

@@ -71,7 +71,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset
 
-from mixers.planner import PLAN_FILE, PLAN_FORMAT, PlanError
+from winnow.mixers.planner import PLAN_FILE, PLAN_FORMAT, PlanError
 
 __all__ = ["LOADER_STATE_KEYS", "MixtureDataset", "MixturePlanError", "merge_loader_state", "plan_fingerprint"]
 
@@ -116,7 +116,7 @@ def plan_fingerprint(plan: Mapping[str, Any]) -> str:
 
 def _load_plan(plan: str | os.PathLike | Mapping[str, Any], run_dir: str | None, storage_options: dict | None):
     """``(plan dict, RunDir, where)`` from a plan path, a run directory or a dict (with ``run_dir``)."""
-    from pipeline.rundir import RunDir
+    from winnow.core.rundir import RunDir
 
     if isinstance(plan, Mapping):
         if run_dir is None:
@@ -153,7 +153,7 @@ def _load_plan(plan: str | os.PathLike | Mapping[str, Any], run_dir: str | None,
 
 
 def _check_plan(plan: dict[str, Any], where: str, check_version: bool) -> None:
-    import pipeline
+    import winnow
 
     if plan.get("format") != PLAN_FORMAT:
         msg = f"{where}: format {plan.get('format')!r} is not a mixture plan this loader reads ({PLAN_FORMAT!r})"
@@ -162,9 +162,9 @@ def _check_plan(plan: dict[str, Any], where: str, check_version: bool) -> None:
     if missing:
         msg = f"{where}: the plan lacks {', '.join(missing)}; re-run `winnow mix`"
         raise MixturePlanError(msg)
-    if check_version and plan["winnow_version"] != pipeline.__version__:
+    if check_version and plan["winnow_version"] != winnow.__version__:
         msg = (
-            f"{where} was made by winnow {plan['winnow_version']}, this is winnow {pipeline.__version__}: the pool "
+            f"{where} was made by winnow {plan['winnow_version']}, this is winnow {winnow.__version__}: the pool "
             "rule or the token count may differ; re-run `winnow mix` on the run (or pass check_version=False)"
         )
         raise MixturePlanError(msg)
@@ -247,7 +247,7 @@ def _build_index(plan: dict[str, Any], rd, where: str, id_field: str) -> _Index:
     tc = plan["token_count"]
     counter = None
     if tc.get("method") == "tokenizer":
-        from mixers.planner import token_counter
+        from winnow.mixers.planner import token_counter
 
         counter = token_counter(tc["tokenizer"])
     elif tc.get("method") != "whitespace":

@@ -17,7 +17,7 @@ column). Tokens are whitespace words (regex ``\\S+``) by default, or a local tok
 
 **Candidates.** Quality buckets are ranked by the law's ``b`` (most negative first; ties keep quality order), and
 the candidates are the unions of the top m buckets, m = 1..M, every domain of a bucket included. The Goyal et al.
-(2024) union law (:func:`mixers.laws.goyal_union_error`, in token units: ``n`` = the budget, ``E_i`` = a bucket's
+(2024) union law (:func:`winnow.mixers.laws.goyal_union_error`, in token units: ``n`` = the budget, ``E_i`` = a bucket's
 unique tokens) predicts each candidate's error. The law does not see domains or phases: it scores the union at
 the whole budget. Each candidate also records Muennighoff et al.'s effective tokens ``D'`` of repeating its unique
 tokens (and the predicted loss when ``mix.model_params`` is known), as context.
@@ -77,9 +77,9 @@ import numpy as np
 import polars as pl
 import yaml
 
-from mixers.config import GOYAL_REFERENCE, GOYAL_REFERENCE_A, GOYAL_REFERENCE_D, MixSection, default_bucket_law
-from mixers.laws import GOYAL_NORMALIZER, effective_data, goyal_union_error, muennighoff_loss
-from pipeline.errors import ConfigError, ShardError
+from winnow.mixers.config import GOYAL_REFERENCE, GOYAL_REFERENCE_A, GOYAL_REFERENCE_D, MixSection, default_bucket_law
+from winnow.mixers.laws import GOYAL_NORMALIZER, effective_data, goyal_union_error, muennighoff_loss
+from winnow.core.errors import ConfigError, ShardError
 
 __all__ = [
     "PLAN_FILE",
@@ -149,7 +149,7 @@ class ResolvedLaw:
         d: Shared error floor.
         d_source: Where ``d`` came from.
         buckets: One :class:`BucketParams` per quality bucket, best first.
-        tau_scaling: ``"pools"`` or ``"none"`` (see :func:`mixers.laws.union_exponents`).
+        tau_scaling: ``"pools"`` or ``"none"`` (see :func:`winnow.mixers.laws.union_exponents`).
         b_mean: ``"pools"`` or ``"samples"``.
         warnings: Things the user should know about the resolution (defaults used, unmatched names).
     """
@@ -237,7 +237,7 @@ def resolve_law(mix: MixSection, buckets: Sequence[tuple[str, int]], n_buckets: 
         mix: The mix config.
         buckets: ``(label, rank)`` of every quality bucket present, rank 1 = best.
         n_buckets: How many buckets the pool definition has (for the defaults' interpolation, see
-            :func:`mixers.config.default_bucket_law`); default the largest rank.
+            :func:`winnow.mixers.config.default_bucket_law`); default the largest rank.
 
     Returns:
         A :class:`ResolvedLaw` with the buckets best first.
@@ -711,7 +711,7 @@ def pool_stats(
         PlanError: No run directory, no curated shards, missing columns, no kept rows.
         ShardError: A shard cannot be read or holds invalid values.
     """
-    from pipeline.rundir import RunDir
+    from winnow.core.rundir import RunDir
 
     rd = RunDir(run_dir, storage_options)
     if not rd.fs.isdir(rd.path):
@@ -941,8 +941,8 @@ def build_plan(
     Returns:
         The plan as a JSON-ready dict.
     """
-    import pipeline
-    from pipeline.rundir import RunDir
+    import winnow
+    from winnow.core.rundir import RunDir
 
     stats = pool_stats(run_dir, mix, text_field=text_field, id_field=id_field, storage_options=storage_options)
     core = plan_mixture(stats.pools, mix, budget_tokens=budget_tokens, n_quality_buckets=stats.n_quality_buckets)
@@ -952,7 +952,7 @@ def build_plan(
         warnings.append("no config_hash: the run directory has no readable config.resolved.yaml")
     return {
         "format": PLAN_FORMAT,
-        "winnow_version": pipeline.__version__,
+        "winnow_version": winnow.__version__,
         "config_hash": config_hash,
         "seed": mix.seed if mix.seed is not None else seed,
         "budget": core["budget"],
@@ -976,7 +976,7 @@ def plan_json(plan: dict[str, Any]) -> str:
 
 def write_plan(run_dir: str, plan: dict[str, Any], storage_options: dict[str, Any] | None = None) -> str:
     """Write ``<run_dir>/mixture_plan.json`` atomically (temporary name, then rename); return its URL."""
-    from pipeline.rundir import RunDir
+    from winnow.core.rundir import RunDir
 
     rd = RunDir(run_dir, storage_options)
     rd.write_bytes(PLAN_FILE, plan_json(plan).encode("utf-8"))

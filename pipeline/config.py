@@ -17,11 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from mixers.config import MixSection
-from pipeline.errors import ConfigError
-from pipeline.section import Section, StrList
-from scorers.llm import LLMSection
-from scorers.student import StudentSection
+from winnow.mixers.config import MixSection
+from winnow.core.errors import ConfigError
+from winnow.core.section import Section, StrList
+from winnow.scorers.llm import LLMSection
+from winnow.scorers.student import StudentSection
 
 
 class RunSection(Section):
@@ -226,7 +226,7 @@ class PruneSection(Section):
     @field_validator("quality_by")
     @classmethod
     def _criteria(cls, v: list[str]) -> list[str]:
-        from scorers.base import CRITERIA
+        from winnow.scorers.base import CRITERIA
 
         bad = [c for c in v if c not in CRITERIA]
         if bad:
@@ -243,7 +243,7 @@ class PruneSection(Section):
         return self
 
 
-#: the stages ``winnow run`` executes, in order (``pipeline.stages.STAGES`` holds the classes)
+#: the stages ``winnow run`` executes, in order (``winnow.pipeline.stages.STAGES`` holds the classes)
 STAGE_NAMES = ("embed", "fit", "assign", "dedup", "score", "prune", "write")
 StageName = Literal["embed", "fit", "assign", "dedup", "score", "prune", "write"]
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$")

@@ -41,16 +41,16 @@ import polars as pl
 import pyarrow as pa
 from loguru import logger
 
-from clustering.semdedup import is_duplicate, kept_fraction_by_eps
-from pipeline.config import WinnowConfig
-from pipeline.errors import CurationError
-from pipeline.io import Shard
-from scorers.base import CRITERION_COLUMNS
-from scorers.complexity import d_inter, dbp_quotas
+from winnow.clustering.semdedup import is_duplicate, kept_fraction_by_eps
+from winnow.pipeline.config import WinnowConfig
+from winnow.core.errors import CurationError
+from winnow.core.io import Shard
+from winnow.scorers.base import CRITERION_COLUMNS
+from winnow.scorers.complexity import d_inter, dbp_quotas
 
 if TYPE_CHECKING:
-    from pipeline.rundir import RunDir
-    from pipeline.stages import Stage
+    from winnow.core.rundir import RunDir
+    from winnow.pipeline.stages import Stage
 
 NEEDS_CLUSTERS = ("prototypicality_easy", "prototypicality_hard", "dbp", "semdedup")
 NEEDS_DEDUP = ("semdedup", "dbp")
@@ -72,7 +72,7 @@ def load_scores(
 
     Only the ``n_buckets`` dedup files of the current config are read (an earlier config may have left others).
     """
-    from pipeline.stages import bucket_name, read_parquet
+    from winnow.pipeline.stages import bucket_name, read_parquet
 
     frames = []
     for shard in shards:
@@ -154,7 +154,7 @@ def cluster_table(frame: pl.DataFrame, centroids: np.ndarray, survivors: np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         d_intra = np.where(size_s > 0, sum_s / np.maximum(size_s, 1), 0.0)
     d_int = d_inter(centroids, cfg.prune.dbp_neighbors)
-    from scorers.complexity import complexity
+    from winnow.scorers.complexity import complexity
 
     comp = complexity(d_intra, d_int, size_s, cfg.prune.dbp_min_cluster_size)
     return size, size_s, d_intra, d_int, comp

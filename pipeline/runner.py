@@ -26,13 +26,13 @@ from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from loguru import logger
 from tqdm.auto import tqdm
 
-import pipeline
-from pipeline.config import WinnowConfig
-from pipeline.errors import ConfigError, CurationError, RejectsFoundError, ShardError
-from pipeline.io import Shard, list_shards
-from pipeline.rundir import RunDir
-from pipeline.stages import STAGES, Stage
-from pipeline.stats import ShardStats
+import winnow
+from winnow.pipeline.config import WinnowConfig
+from winnow.core.errors import ConfigError, CurationError, RejectsFoundError, ShardError
+from winnow.core.io import Shard, list_shards
+from winnow.core.rundir import RunDir
+from winnow.pipeline.stages import STAGES, Stage
+from winnow.core.stats import ShardStats
 
 _LOG_LEVEL = {"level": "WARNING"}
 
@@ -274,7 +274,7 @@ def _reset_rank_completions(run: RunDir, stage: str, units: list[str], fingerpri
 def prepare_run_dir(cfg: WinnowConfig, run: RunDir) -> None:
     """Write ``config.resolved.yaml`` (the config of the latest invocation; each stage's completion markers hold
     the fingerprint of the config values it depends on, so a changed value redoes exactly the stages it affects)."""
-    header = {"winnow_version": pipeline.__version__, "config_hash": cfg.fingerprint()}
+    header = {"winnow_version": winnow.__version__, "config_hash": cfg.fingerprint()}
     run.write_text("config.resolved.yaml", cfg.to_yaml(extra=header))
 
 
@@ -408,7 +408,7 @@ def _record_slurm_jobs(run: RunDir, jobs: dict[str, list[str]]) -> None:
 def write_stats_json(run: RunDir, result: RunResult) -> None:
     """``stats.json``: per stage ``input = kept + dropped + rejected``, from the per-shard stats files."""
     data = {
-        "winnow_version": pipeline.__version__,
+        "winnow_version": winnow.__version__,
         "shards": len(result.shards),
         "stages": {name: json.loads(s.to_json()) for name, s in result.stages.items()},
     }

@@ -29,21 +29,21 @@ from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 from tqdm.auto import tqdm
 
-import pipeline
-from clustering.kmeans import SphericalKMeans, assign
-from clustering.semdedup import semdedup_cluster
-from pipeline.config import WinnowConfig
-from pipeline.embed import Embedder, model_label
-from pipeline.errors import CurationError
-from pipeline.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader
-from pipeline.rundir import RunDir
-from pipeline.stats import ShardStats
+import winnow
+from winnow.clustering.kmeans import SphericalKMeans, assign
+from winnow.clustering.semdedup import semdedup_cluster
+from winnow.pipeline.config import WinnowConfig
+from winnow.embedding.embed import Embedder, model_label
+from winnow.core.errors import CurationError
+from winnow.core.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader
+from winnow.core.rundir import RunDir
+from winnow.core.stats import ShardStats
 
 
 def provenance(cfg: WinnowConfig, stage: str) -> dict[str, str]:
     """Key/value metadata stored in every parquet file winnow writes."""
     return {
-        "winnow.version": pipeline.__version__,
+        "winnow.version": winnow.__version__,
         "winnow.config_hash": cfg.fingerprint(),
         "winnow.model": model_label(cfg.embed.model),
         "winnow.stage": stage,
@@ -546,15 +546,15 @@ def build_rater(cfg: WinnowConfig, embedder: Embedder | None = None):
     """The rater of ``score.backend`` (constructed cheaply; ``setup()`` loads models)."""
     backend = cfg.score.backend
     if backend == "heuristic":
-        from scorers.heuristic import HeuristicRater
+        from winnow.scorers.heuristic import HeuristicRater
 
         return HeuristicRater(embed=cfg.embed, embedder=embedder, domain=cfg.score.domain)
     if backend == "llm":
-        from scorers.llm import LLMRater
+        from winnow.scorers.llm import LLMRater
 
         return LLMRater(cfg.score.llm)
     if backend == "student":
-        from scorers.student import StudentRater
+        from winnow.scorers.student import StudentRater
 
         return StudentRater(cfg.score.student, embed_model=model_label(cfg.embed.model))
     raise CurationError(f"score.backend={backend!r} has no rater")
@@ -585,7 +585,7 @@ class ScoreStage(ShardStage):
         self.rater.teardown()
 
     def process_shard(self, shard: Shard, stats: ShardStats) -> None:
-        from scorers.base import QUALITY_SCHEMA
+        from winnow.scorers.base import QUALITY_SCHEMA
 
         id_f, src_f = self.cfg.io.id_field, self.cfg.io.source_field
         vecs = None
@@ -645,7 +645,7 @@ class PruneStage(Stage):
     uses_shard_list = True
 
     def process_unit(self, unit: str, stats: ShardStats) -> None:
-        from pipeline import prune as P
+        from winnow.pipeline import prune as P
 
         strategy = self.cfg.prune.strategy
         self.require(EmbedStage)

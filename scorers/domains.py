@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scorers.base import DOMAINS
+from winnow.scorers.base import DOMAINS
 
 #: domain name → (description, keywords). The description says what belongs to the domain; keywords are typical
 #: words of such documents. Both go into the domain's prototype text.
@@ -223,7 +223,7 @@ class DomainClassifier:
     """Nearest domain prototype in embedding space, with a keyword fallback.
 
     Args:
-        embedder: a ``pipeline.embed.Embedder`` configured like the one that embedded the documents (needed only
+        embedder: a ``winnow.embedding.embed.Embedder`` configured like the one that embedded the documents (needed only
             for the embedding route; its model loads on ``setup()``).
         min_similarity: below this best cosine similarity a document is ``Other``.
         min_keyword_hits: below this many keyword hits the fallback says ``Other``.

@@ -64,7 +64,7 @@ Limits: the proxies are for space-separated, mostly Latin-script text (CJK or Th
 statistics); language lists cover 9 European languages; the merit criteria are weak proxies that a real
 DataMan rater judges from content.
 
-Domain: ``scorers.domains.DomainClassifier``: the nearest of the 15 domain descriptions to the document's
+Domain: ``winnow.scorers.domains.DomainClassifier``: the nearest of the 15 domain descriptions to the document's
 stored embedding, or keyword matching when ``rate`` gets no embeddings (see that module).
 """
 
@@ -79,12 +79,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from scorers.base import CRITERIA, QUALITY_SCHEMA, Rater
-from scorers.domains import DomainClassifier
+from winnow.scorers.base import CRITERIA, QUALITY_SCHEMA, Rater
+from winnow.scorers.domains import DomainClassifier
 
 if TYPE_CHECKING:
-    from pipeline.config import EmbedSection
-    from pipeline.embed import Embedder
+    from winnow.pipeline.config import EmbedSection
+    from winnow.embedding.embed import Embedder
 
 # ------------------------------------------------------------------------------------------------ word lists
 
@@ -830,7 +830,7 @@ class HeuristicRater(Rater):
         embed: the ``embed`` config section of the run (model, device) used to embed the domain descriptions;
             ``None`` uses the default (bundled MiniLM). The documents' embeddings passed to ``rate`` must come
             from the same model.
-        embedder: an already built ``pipeline.embed.Embedder`` to reuse instead (wins over ``embed``).
+        embedder: an already built ``winnow.embedding.embed.Embedder`` to reuse instead (wins over ``embed``).
         domain: ``auto`` (embeddings when ``rate`` gets them, else keywords), ``embedding`` (error without
             embeddings) or ``keywords`` (never loads a model: use it for runs without an embed stage, since
             ``auto`` loads the model in ``setup`` to embed the domain descriptions).
@@ -855,8 +855,8 @@ class HeuristicRater(Rater):
         embedder = None
         if self.domain != "keywords":
             if self.embedder is None:
-                from pipeline.config import EmbedSection
-                from pipeline.embed import Embedder
+                from winnow.pipeline.config import EmbedSection
+                from winnow.embedding.embed import Embedder
 
                 self.embedder = Embedder(self.embed if self.embed is not None else EmbedSection())
                 self._own_embedder = True

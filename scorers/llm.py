@@ -20,7 +20,7 @@ Answers, failures and what they become (the rules the tests pin down):
   the rating DataMan selects on; the mean of the criteria stays computable from the criterion columns.
 * HTTP failure policy: connection errors, timeouts, 429 and 5xx are retried with exponential backoff
   (``backoff_s * 2**attempt``, at least a numeric ``Retry-After``, at most 60 s); after ``max_retries`` retries
-  the batch raises ``pipeline.errors.RetryableError``: the shard fails and is redone on the next run, and the
+  the batch raises ``winnow.core.errors.RetryableError``: the shard fails and is redone on the next run, and the
   answers already obtained are kept in the resume cache so nothing is asked twice. An outage therefore never
   turns into a shard of silently missing ratings. 401/403/404 (a wrong key, URL or model name: every request
   would fail) raise ``ConfigError`` at once. Any other 4xx (e.g. 400 for a prompt over the context length) is
@@ -55,10 +55,10 @@ import pyarrow as pa
 from loguru import logger
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.device import torch_device
-from pipeline.errors import ConfigError, RetryableError
-from pipeline.section import Section
-from scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
+from winnow.core.device import torch_device
+from winnow.core.errors import ConfigError, RetryableError
+from winnow.core.section import Section
+from winnow.scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
 
 #: the user turn of DESIGN §3.6; ``{text}`` is the (truncated) document
 PROMPT_TEMPLATE = (

@@ -6,7 +6,7 @@ rate the whole corpus at embedding cost.
 
 **Model** (``StudentModel``). The input is ``[e·√d ‖ z]``: the L2-normalised embedding ``e`` (dimension ``d``,
 scaled by √d so that its components have unit variance like the rest) and, unless disabled, the
-``scorers.heuristic`` text features ``z`` (51 cheap proxies: repetition, script, punctuation, word statistics),
+``winnow.scorers.heuristic`` text features ``z`` (51 cheap proxies: repetition, script, punctuation, word statistics),
 each ``sign(x)·log1p(|x|)``, standardised with the training mean and standard deviation, clipped to ±5, a
 feature a document is too short to measure (NaN) at 0 (the mean). A shared MLP trunk (``layers`` × Linear →
 GELU → Dropout, width ``hidden``) feeds two heads:
@@ -60,10 +60,10 @@ import pyarrow.compute as pc
 from loguru import logger
 from pydantic import Field
 
-from pipeline.device import torch_device
-from pipeline.errors import ConfigError, CurationError
-from pipeline.section import Section
-from scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
+from winnow.core.device import torch_device
+from winnow.core.errors import ConfigError, CurationError
+from winnow.core.section import Section
+from winnow.scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
 
 #: the regression head's outputs, in order: the 13 criteria, then the overall rating
 RATING_COLUMNS: tuple[str, ...] = (*CRITERION_COLUMNS, "quality_overall")
@@ -120,7 +120,7 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
 
 def text_features(texts: Sequence[str]) -> np.ndarray:
     """The raw heuristic features of ``texts`` (``[n, 51]`` float64, NaN where a feature is not measurable)."""
-    from scorers.heuristic import features_matrix
+    from winnow.scorers.heuristic import features_matrix
 
     return features_matrix(texts)
 
@@ -227,7 +227,7 @@ class StudentModel:
     ) -> StudentModel:
         """A randomly initialised model (seed torch first for a reproducible one); no text features when
         ``feature_mean`` is None."""
-        from scorers.heuristic import FEATURE_NAMES
+        from winnow.scorers.heuristic import FEATURE_NAMES
 
         use_features = feature_mean is not None
         meta: dict[str, Any] = {
@@ -379,11 +379,11 @@ class StudentModel:
         if meta["rating_columns"] != list(RATING_COLUMNS) or meta["domains"] != list(DOMAIN_NAMES):
             raise ConfigError(f"{meta_path}: the criteria or domains differ from this winnow's: retrain the student")
         if meta["text_features"]:
-            from scorers.heuristic import FEATURE_NAMES
+            from winnow.scorers.heuristic import FEATURE_NAMES
 
             if meta["feature_names"] != list(FEATURE_NAMES):
                 raise ConfigError(
-                    f"{meta_path}: the model was trained on other text features than scorers.heuristic computes "
+                    f"{meta_path}: the model was trained on other text features than winnow.scorers.heuristic computes "
                     "now: retrain the student"
                 )
         device = torch_device(device, "student device")
@@ -736,7 +736,7 @@ class StudentRater(Rater):
 
     Args:
         cfg: a ``StudentSection`` or a mapping validated into one.
-        embed_model: the label of the run's embedding model (``pipeline.embed.model_label``); when given, a model
+        embed_model: the label of the run's embedding model (``winnow.embedding.embed.model_label``); when given, a model
             trained on another embedding model is refused in ``setup``.
     """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds .device/ (git-ignored) for the lent GPU machine, which has Python 3.12, torch (CUDA), transformers,
 # sentence-transformers, pyarrow, pytest and scikit-learn but not winnow's other needs, and no network:
-#   .device/site/        pure-Python (or cp312 manylinux) packages it lacks: datatrove, pydantic, loguru, orjson, ...
+#   .device/site/        winnow itself and the pure-Python (or cp312 manylinux) packages it lacks: datatrove, pydantic, ...
 #   .device/minilm-fp16/ the bundled all-MiniLM-L6-v2 saved in fp16 (about 44 MiB instead of 87)
 #   .device/data/        a bench corpus of real documents (parquet)
 # Everything must stay under the 64 MiB a `run` call carries. Then: bench/device/run_gpu.sh on the device.
@@ -18,12 +18,14 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
 python3 -m pip install -q --no-deps --no-compile --upgrade --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --target .device/site .device/whl/*.whl
+# winnow itself, as installed (its folders map into one `winnow` namespace, so PYTHONPATH=. is not enough)
+python3 -m pip install -q --no-deps --no-compile --upgrade --target .device/site .
 rm -rf .device/site/datatrove/assets .device/site/bin .device/whl   # datatrove's language assets: not used
 python3 - "$corpus" <<'PY'
 import glob, sys
 import pyarrow as pa, pyarrow.parquet as pq, torch
 from sentence_transformers import SentenceTransformer
-from pipeline.embed import resolve_model_path
+from winnow.embedding.embed import resolve_model_path
 m = SentenceTransformer(str(resolve_model_path("bundled")), device="cpu", local_files_only=True).to(torch.float16)
 m.save(".device/minilm-fp16")
 texts = [t[:4000] for f in sorted(glob.glob(sys.argv[1])) for t in pq.read_table(f, columns=["text"])["text"].to_pylist() if t and t.strip()]  # noqa: E501 (under 64 MiB in all)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from clustering.kmeans import KMeansResult, SphericalKMeans, assign
-from pipeline.errors import ConfigError
+from winnow.clustering.kmeans import KMeansResult, SphericalKMeans, assign
+from winnow.core.errors import ConfigError
 
 K, D, N, SIGMA = 6, 32, 3000, 0.15
 SEED = 6  # k-means seed: every fit of the recovery tests reaches the global optimum (see the module docstring)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clustering.semdedup import (
+from winnow.clustering.semdedup import (
     is_duplicate,
     kept_fraction_by_eps,
     max_sim_to_earlier,

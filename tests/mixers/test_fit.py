@@ -1,4 +1,4 @@
-"""Fits of mixers.fit recover planted laws from synthetic noisy proxy runs and check extrapolation."""
+"""Fits of winnow.mixers.fit recover planted laws from synthetic noisy proxy runs and check extrapolation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mixers.fit import FitResult, fit_goyal, fit_muennighoff, read_runs
-from mixers.laws import MUENNIGHOFF_2023, GoyalParams, MuennighoffParams, goyal_error, muennighoff_loss
+from winnow.mixers.fit import FitResult, fit_goyal, fit_muennighoff, read_runs
+from winnow.mixers.laws import MUENNIGHOFF_2023, GoyalParams, MuennighoffParams, goyal_error, muennighoff_loss
 
 PLANTED_GOYAL = {"a": 0.025, "d": 0.1, "pools": {"hq": (-0.16, 6.7), "lq": (-0.09, 2.3)}}
 

@@ -1,4 +1,4 @@
-"""Scaling laws of mixers.laws against hand computations, limits and properties (DESIGN §3.7, §3.8)."""
+"""Scaling laws of winnow.mixers.laws against hand computations, limits and properties (DESIGN §3.7, §3.8)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mixers.laws import (
+from winnow.mixers.laws import (
     ALPHA,
     MUENNIGHOFF_2023,
     R_STAR_D,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mixers.fit import fit_goyal, fit_muennighoff, read_runs
-from mixers.laws import best_top_m, effective_data, effective_params, muennighoff_loss, unique_params
-from mixers.laws_cli import laws_app
+from winnow.mixers.fit import fit_goyal, fit_muennighoff, read_runs
+from winnow.mixers.laws import best_top_m, effective_data, effective_params, muennighoff_loss, unique_params
+from winnow.pipeline.cli.laws import laws_app
 
 runner = CliRunner()
 
@@ -93,7 +93,7 @@ def test_muennighoff_table():
 
 @pytest.fixture
 def goyal_csv(tmp_path):
-    from mixers.laws import goyal_error
+    from winnow.mixers.laws import goyal_error
 
     rng = np.random.default_rng(0)
     lines = ["pool,samples,pool_size,error"]

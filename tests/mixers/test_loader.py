@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mixers.config import MixSection
-from mixers.loader import MixtureDataset, MixturePlanError, merge_loader_state
-from mixers.planner import PLAN_FILE, build_plan, pool_stats, write_plan
+from winnow.mixers.config import MixSection
+from winnow.mixers.loader import MixtureDataset, MixturePlanError, merge_loader_state
+from winnow.mixers.planner import PLAN_FILE, build_plan, pool_stats, write_plan
 
 SOURCES = ("web", "code", "books")
 pytestmark = [

@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from mixers.config import MixSection
-from mixers.mix_cli import load_mix_config, mix_command
-from mixers.planner import PLAN_FILE, build_plan
+from winnow.mixers.config import MixSection
+from winnow.pipeline.cli.mix import load_mix_config, mix_command
+from winnow.mixers.planner import PLAN_FILE, build_plan
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 app.command("mix")(mix_command)

@@ -13,16 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from mixers.config import (
+from winnow.mixers.config import (
     GOYAL_REFERENCE_B,
     GOYAL_REFERENCE_POOLED,
     GOYAL_REFERENCE_TAU,
     MixSection,
     default_bucket_law,
 )
-from mixers.fit import fit_goyal
-from mixers.laws import best_top_m, goyal_error
-from mixers.planner import (
+from winnow.mixers.fit import fit_goyal
+from winnow.mixers.laws import best_top_m, goyal_error
+from winnow.mixers.planner import (
     PLAN_FILE,
     POOL_COLUMNS,
     PlanError,
@@ -33,7 +33,7 @@ from mixers.planner import (
     resolve_law,
     write_plan,
 )
-from pipeline.errors import ConfigError
+from winnow.core.errors import ConfigError
 
 # =============================================================================================================
 # Helpers

@@ -23,15 +23,15 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-import pipeline
-from mixers.planner import PlanError
-from pipeline.cli import app
-from pipeline.cli_util import exit_on_error
-from pipeline.config import WinnowConfig, load_config
-from pipeline.embed import BUNDLED_NAME
-from pipeline.errors import ConfigError, CurationError, ShardError
-from pipeline.runner import setup_logging
-from pipeline.stages import STAGES, WriteStage
+import winnow
+from winnow.mixers.planner import PlanError
+from winnow.pipeline.cli.app import app
+from winnow.core.cli_util import exit_on_error
+from winnow.pipeline.config import WinnowConfig, load_config
+from winnow.embedding.embed import BUNDLED_NAME
+from winnow.core.errors import ConfigError, CurationError, ShardError
+from winnow.pipeline.runner import setup_logging
+from winnow.pipeline.stages import STAGES, WriteStage
 
 DIM = 384
 STEMS = ["a", "b", "c"]
@@ -213,7 +213,7 @@ def test_run_prints_a_summary(main_run):
 
 def test_resolved_config(main_run):
     data = yaml.safe_load((main_run.out / "config.resolved.yaml").read_text())
-    assert data["winnow_version"] == pipeline.__version__
+    assert data["winnow_version"] == winnow.__version__
     cfg = load_config(None, SETS[1::2], {"io.input": [str(main_run.corpus)], "io.output": str(main_run.out)})
     assert data["config_hash"] == cfg.fingerprint()
     assert data["embed"]["batch_size"] == 8
@@ -241,7 +241,7 @@ def test_curated_shards_keep_input_columns(main_run):
         assert table.schema.field("keep").type == pa.bool_()
         assert table.schema.field("drop_reason").type == pa.string()
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        assert meta["winnow.version"] == pipeline.__version__
+        assert meta["winnow.version"] == winnow.__version__
         assert meta["winnow.config_hash"] == config_hash
         assert meta["winnow.model"] == BUNDLED_NAME
 
@@ -293,7 +293,7 @@ def test_rejects_hold_the_bad_rows_with_reasons(main_run):
 
 def test_stats_add_up_with_exact_counts(main_run):
     stats = json.loads((main_run.out / "stats.json").read_text())
-    assert stats["winnow_version"] == pipeline.__version__
+    assert stats["winnow_version"] == winnow.__version__
     assert stats["shards"] == 3
     assert set(stats["stages"]) == set(STAGES)
     expected = {
@@ -518,14 +518,14 @@ def test_help(command, needles):
 
 def test_version():
     result = invoke("version")
-    assert result.exit_code == 0 and result.stdout.strip() == pipeline.__version__
+    assert result.exit_code == 0 and result.stdout.strip() == winnow.__version__
 
 
 def test_main_entry_point_exits_with_the_cli_code(capsys):
     with pytest.raises(SystemExit) as info:
-        pipeline.cli.main(["version"])
+        winnow.pipeline.cli.app.main(["version"])
     assert info.value.code in (0, None)
-    assert pipeline.__version__ in capsys.readouterr().out
+    assert winnow.__version__ in capsys.readouterr().out
 
 
 def test_config_output_is_valid_yaml_for_long_values():
@@ -583,7 +583,7 @@ def test_embed_then_write_equals_run(main_run, tmp_path):
 
 def test_workers_2_in_a_subprocess_matches_in_process_run(main_run, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(main_run.corpus), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "--input", str(main_run.corpus), "--output", str(out)]
     cmd += ["--no-progress", *SETS, "--workers", "2", "-q"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

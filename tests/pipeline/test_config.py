@@ -10,9 +10,9 @@ import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.config import EmbedSection, ExecutorSection, IOSection, RunSection, WinnowConfig, load_config
-from pipeline.errors import ConfigError
+from winnow.pipeline.cli.app import app
+from winnow.pipeline.config import EmbedSection, ExecutorSection, IOSection, RunSection, WinnowConfig, load_config
+from winnow.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

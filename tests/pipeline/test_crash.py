@@ -28,11 +28,11 @@ import pytest
 import yaml
 import zstandard
 
-from mixers.config import MixSection
-from mixers.planner import build_plan, plan_json
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
-from pipeline.stages import STAGES
+from winnow.mixers.config import MixSection
+from winnow.mixers.planner import build_plan, plan_json
+from winnow.pipeline.config import load_config
+from winnow.pipeline.runner import run_pipeline
+from winnow.pipeline.stages import STAGES
 
 RUN = list(STAGES)
 SETS = [
@@ -168,7 +168,7 @@ def reference(tmp_path_factory):
 
 
 def start(reference, out: Path, workers: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(reference.corpus), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "--input", str(reference.corpus), "--output", str(out)]
     cmd += [a for s in SETS for a in ("--set", s)] + ["--workers", str(workers), "--no-progress", "-q"]
     with log.open("ab") as f:
         return subprocess.Popen(cmd, cwd=out.parent, stdout=f, stderr=f, start_new_session=True)

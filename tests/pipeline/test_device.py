@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.device import torch_device
-from pipeline.errors import ConfigError
+from winnow.core.device import torch_device
+from winnow.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("available", [True, False])
@@ -31,9 +31,9 @@ def test_cuda_without_a_gpu_names_the_setting(monkeypatch):
 def test_every_user_names_its_own_setting(monkeypatch):
     import torch
 
-    from clustering.kmeans import SphericalKMeans
-    from pipeline.config import EmbedSection
-    from pipeline.embed import Embedder
+    from winnow.clustering.kmeans import SphericalKMeans
+    from winnow.pipeline.config import EmbedSection
+    from winnow.embedding.embed import Embedder
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="cluster.device=cuda"):

@@ -10,8 +10,8 @@ import socket
 import numpy as np
 import pytest
 
-from pipeline.config import EmbedSection
-from pipeline.embed import (
+from winnow.pipeline.config import EmbedSection
+from winnow.embedding.embed import (
     _MODELS,
     BUNDLED_NAME,
     Embedder,
@@ -21,8 +21,8 @@ from pipeline.embed import (
     resolve_dtype,
     resolve_model_path,
 )
-from pipeline.errors import ConfigError
-from pipeline.io import is_bert_whitespace
+from winnow.core.errors import ConfigError
+from winnow.core.io import is_bert_whitespace
 
 DIM = 384
 MAX_LEN = 256
@@ -141,9 +141,9 @@ def test_auto_dtype_follows_the_device_and_the_cpu(monkeypatch):
     assert resolve_dtype("auto", "cuda") == "float16"
     assert resolve_dtype("float32", "cuda") == "float32"
     assert resolve_dtype("bfloat16", "cpu") == "bfloat16"
-    monkeypatch.setattr("pipeline.embed.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("winnow.embedding.embed.cpu_has_bf16", lambda: True)
     assert resolve_dtype("auto", "cpu") == "bfloat16"
-    monkeypatch.setattr("pipeline.embed.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("winnow.embedding.embed.cpu_has_bf16", lambda: False)
     assert resolve_dtype("auto", "cpu") == "float32"
 
 
@@ -385,7 +385,7 @@ def test_cuda_without_gpu_is_a_config_error():
 
 
 def test_tokenize_workers_default_to_none_on_cpu_and_cores_on_cuda(monkeypatch):
-    from pipeline.embed import resolve_tokenize_workers
+    from winnow.embedding.embed import resolve_tokenize_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert resolve_tokenize_workers(None, "cpu") == 0
@@ -399,7 +399,7 @@ def test_tokenize_workers_fall_back_to_a_thread_in_a_daemon(monkeypatch):
 
     from loguru import logger
 
-    from pipeline.embed import resolve_tokenize_workers
+    from winnow.embedding.embed import resolve_tokenize_workers
 
     monkeypatch.setattr(mp.current_process(), "daemon", True, raising=False)
     warnings: list[str] = []
@@ -430,7 +430,7 @@ def test_worker_processes_give_the_same_vectors(embedder, texts):
 
 
 def test_fingerprint_ignores_how_tokenisation_is_scheduled():
-    from pipeline.config import load_config
+    from winnow.pipeline.config import load_config
 
     base = load_config(None, None, {})
     for key, value in (("embed.tokenize_workers", 8), ("embed.prefetch", 5)):
@@ -465,8 +465,8 @@ def test_embed_stage_ends_its_tokenizer_processes(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from winnow.pipeline.config import load_config
+    from winnow.pipeline.runner import run_pipeline
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -493,8 +493,8 @@ def test_embeddings_record_device_and_precision(tmp_path, dtype):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from winnow.pipeline.config import load_config
+    from winnow.pipeline.runner import run_pipeline
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

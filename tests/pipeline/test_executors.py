@@ -29,13 +29,13 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from mixers.config import MixSection
-from mixers.planner import build_plan, plan_json
-from pipeline.cli import app
-from pipeline.config import WinnowConfig, load_config
-from pipeline.errors import ConfigError, CurationError, ShardError
-from pipeline.rundir import RunDir
-from pipeline.runner import (
+from winnow.mixers.config import MixSection
+from winnow.mixers.planner import build_plan, plan_json
+from winnow.pipeline.cli.app import app
+from winnow.pipeline.config import WinnowConfig, load_config
+from winnow.core.errors import ConfigError, CurationError, ShardError
+from winnow.core.rundir import RunDir
+from winnow.pipeline.runner import (
     SbatchJobIds,
     SlurmJobsActive,
     WinnowLocalExecutor,
@@ -47,7 +47,7 @@ from pipeline.runner import (
     setup_logging,
     task_config,
 )
-from pipeline.stages import STAGES
+from winnow.pipeline.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -179,7 +179,7 @@ def test_sbatch_job_ids_are_all_recorded():
 
 def test_ray_executor_settings(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    monkeypatch.setattr("pipeline.runner.ray_init", lambda cfg: False)
+    monkeypatch.setattr("winnow.pipeline.runner.ray_init", lambda cfg: False)
     cfg = load_config(None, ["executor.kind=ray", "executor.ray.gpus_per_task=1", "executor.ray.cpus_per_task=4"])
     run = RunDir(str(tmp_path / "run"))
     embed = build_executor(stage_of(cfg, "embed", tmp_path), cfg, run, 5, False)
@@ -520,7 +520,7 @@ def test_slurm_submission_from_the_cli_prints_the_jobs_not_an_empty_summary(fake
 
 def test_workers_2_in_a_subprocess_gives_the_same_bytes(reference, tmp_path):
     out = tmp_path / "workers2"
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "-c", str(QUICKSTART), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "-c", str(QUICKSTART), "--output", str(out)]
     cmd += [a for s in SHARDS for a in ("--input", str(s))] + [a for s in TINY for a in ("--set", s)]
     cmd += ["--workers", "2", "--no-progress", "-q"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=400)

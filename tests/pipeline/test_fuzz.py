@@ -23,8 +23,8 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import IOSection
-from pipeline.io import MAX_RAW_CHARS, REJECT_SCHEMA, ReadBatch, ShardReader, list_shards
+from winnow.pipeline.config import IOSection
+from winnow.core.io import MAX_RAW_CHARS, REJECT_SCHEMA, ReadBatch, ShardReader, list_shards
 
 #: WINNOW_FUZZ_EXAMPLES=5000 fuzzes harder (CI runs the default)
 FUZZ = settings(

@@ -27,9 +27,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import IOSection
-from pipeline.errors import ConfigError
-from pipeline.io import (
+from winnow.pipeline.config import IOSection
+from winnow.core.errors import ConfigError
+from winnow.core.io import (
     MAX_RAW_CHARS,
     REJECT_SCHEMA,
     AtomicParquetWriter,
@@ -40,7 +40,7 @@ from pipeline.io import (
     split_suffix,
     write_rejects,
 )
-from pipeline.stats import ShardStats
+from winnow.core.stats import ShardStats
 
 # --------------------------------------------------------------------------------------------------------------
 # helpers

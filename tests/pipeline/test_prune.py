@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clustering.semdedup import kept_fraction_by_eps
-from pipeline.config import load_config
-from pipeline.errors import ShardError
-from pipeline.runner import run_pipeline
-from pipeline.stages import (
+from winnow.clustering.semdedup import kept_fraction_by_eps
+from winnow.pipeline.config import load_config
+from winnow.core.errors import ShardError
+from winnow.pipeline.runner import run_pipeline
+from winnow.pipeline.stages import (
     STAGES,
     AssignStage,
     DedupStage,
@@ -35,7 +35,7 @@ from pipeline.stages import (
     ScoreStage,
     WriteStage,
 )  # fmt: skip
-from scorers.base import QUALITY_SCHEMA
+from winnow.scorers.base import QUALITY_SCHEMA
 
 ALL = list(STAGES)
 K = 4
@@ -453,7 +453,7 @@ def test_changing_only_prune_reruns_only_prune_and_write(base, rerun, monkeypatc
     def no_model(self):
         raise AssertionError("the embedding model was loaded")
 
-    monkeypatch.setattr("pipeline.embed.Embedder.setup", no_model)
+    monkeypatch.setattr("winnow.embedding.embed.Embedder.setup", no_model)
     t0 = time.perf_counter()
     out = rerun(*sets)  # every stage asked for, as `winnow run` does
     seconds = time.perf_counter() - t0
@@ -549,7 +549,7 @@ def quality_frame(rows: list[tuple]) -> pl.DataFrame:
 
 
 def decide_quality(frame: pl.DataFrame, *sets: str):
-    from pipeline.prune import decide
+    from winnow.pipeline.prune import decide
 
     cfg = load_config(None, list(sets), {"io.input": ["unused"], "io.output": "unused"})
     return decide(frame, cfg, None)
@@ -765,8 +765,8 @@ def test_dataman_level_end_to_end(base, rerun):
 def test_fit_reads_only_the_points_kmeans_trains_on(rerun):
     """k-means trains on at most k x max_points_per_centroid points: the fit stage picks them itself, the ids
     with the smallest hashes of (seed, id) within the fit_fraction sample, and reads only their vectors."""
-    from clustering.kmeans import SphericalKMeans
-    from pipeline.stages import arrow_to_vectors, fit_hashes
+    from winnow.clustering.kmeans import SphericalKMeans
+    from winnow.pipeline.stages import arrow_to_vectors, fit_hashes
 
     cap = K * 5  # 20 of the 120 valid documents
     out = rerun("cluster.max_points_per_centroid=5", "cluster.fit_fraction=0.5", stages=["fit"])

@@ -22,11 +22,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from clustering.semdedup import is_duplicate
-from mixers.laws import goyal_error
-from pipeline.config import load_config
-from pipeline.proxy_lm import EOS, ProxyConfig, encode, eval_windows, heldout_mask, train_proxy
-from pipeline.report import (
+from winnow.clustering.semdedup import is_duplicate
+from winnow.mixers.laws import goyal_error
+from winnow.pipeline.config import load_config
+from winnow.pipeline.report.proxy_lm import EOS, ProxyConfig, encode, eval_windows, heldout_mask, train_proxy
+from winnow.pipeline.report.report import (
     CURVE_STRATEGIES,
     build_report,
     entropy_bits,
@@ -35,7 +35,7 @@ from pipeline.report import (
     pruning_curves,
     report_command,
 )
-from pipeline.runner import run_pipeline
+from winnow.pipeline.runner import run_pipeline
 
 TOPICS = {
     "cooking": "The chef simmered a pot of lentil soup with garlic, onions and olive oil before dinner.",
@@ -96,7 +96,7 @@ def fake_vectors(texts) -> np.ndarray:
 @pytest.fixture
 def no_model(monkeypatch):
     """The embedder answers with :func:`fake_vectors`; loading the real model fails the test."""
-    from pipeline.embed import Embedder
+    from winnow.embedding.embed import Embedder
 
     def setup(self):
         self.model = SimpleNamespace(get_embedding_dimension=lambda: DIM)
@@ -107,7 +107,7 @@ def no_model(monkeypatch):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from pipeline.embed import Embedder
+    from winnow.embedding.embed import Embedder
 
     mp = pytest.MonkeyPatch()
     mp.setattr(
@@ -180,8 +180,8 @@ def test_curves_have_every_strategy_and_fraction(base, run_copy, no_model, monke
     def forbidden(*args, **kwargs):
         raise AssertionError("the report recomputed similarities or clusters")
 
-    monkeypatch.setattr("clustering.semdedup.max_sim_to_earlier", forbidden)
-    monkeypatch.setattr("pipeline.embed.Embedder.encode", forbidden)
+    monkeypatch.setattr("winnow.clustering.semdedup.max_sim_to_earlier", forbidden)
+    monkeypatch.setattr("winnow.embedding.embed.Embedder.encode", forbidden)
     report = build_report(str(run_copy), fractions=FRACTIONS, sets=[f"prune.dataman_level={base.level}"])
     c = read_curves(run_copy)
     assert c.height == len(CURVE_STRATEGIES) * len(FRACTIONS)
@@ -226,7 +226,7 @@ def test_random_mean_quality_is_the_corpus_mean(run_copy, no_model):
 
 
 def test_coverage_dup_rate_and_tokens_recomputed_by_hand(run_copy, no_model):
-    from pipeline.prune import decide
+    from winnow.pipeline.prune import decide
 
     build_report(str(run_copy), fractions=(0.25, 0.5), strategies=["prototypicality_hard", "random"])
     c = read_curves(run_copy)
@@ -310,8 +310,8 @@ def test_report_files(run_copy, no_model):
 
 
 def test_mixture_plan_goes_into_the_report(run_copy, no_model):
-    from mixers.mix_cli import load_mix_config
-    from mixers.planner import build_plan, write_plan
+    from winnow.pipeline.cli.mix import load_mix_config
+    from winnow.mixers.planner import build_plan, write_plan
 
     _, mix = load_mix_config(None, ["mix.budget_tokens=20000"])
     write_plan(str(run_copy), build_plan(str(run_copy), mix, seed=0))

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import WinnowConfig, load_config
-from pipeline.errors import ShardError
-from pipeline.stages import STAGES, EmbedStage, WriteStage
+from winnow.pipeline.config import WinnowConfig, load_config
+from winnow.core.errors import ShardError
+from winnow.pipeline.stages import STAGES, EmbedStage, WriteStage
 
 #: what ``winnow run`` executes
 RUN_STAGES = list(STAGES)
@@ -130,7 +130,7 @@ def reference(tmp_path_factory):
 
 
 def pipeline_run(cfg: WinnowConfig, **kwargs):
-    from pipeline.runner import run_pipeline
+    from winnow.pipeline.runner import run_pipeline
 
     return run_pipeline(cfg, RUN_STAGES, progress=False, **kwargs)
 
@@ -227,7 +227,7 @@ def check_no_partial_files(out: Path, reference_files: dict[str, bytes]) -> None
 @pytest.mark.timeout(420)
 def test_killed_run_resumes_to_the_same_bytes(reference, tmp_path, monkeypatch):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(reference.corpus), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "--input", str(reference.corpus), "--output", str(out)]
     cmd += ["--no-progress", "-q"] + [arg for item in tiny_overrides() for arg in ("--set", item)]
     log = (tmp_path / "stderr.txt").open("wb")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)
@@ -318,7 +318,7 @@ def test_added_shard_reuses_completed_shards(tmp_path, monkeypatch):
 
 
 def test_stale_temporary_files_are_removed_and_nothing_else(tmp_path):
-    from pipeline.rundir import RunDir
+    from winnow.core.rundir import RunDir
 
     run = tmp_path / "run"
     stale = ["embeddings/a.parquet.tmp-0123abcd", "stats/embed/a.json.tmp-89abcdef"]

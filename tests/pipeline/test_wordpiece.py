@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import EmbedSection, load_config
-from pipeline.embed import Embedder, cut_text
-from pipeline.errors import ConfigError
-from pipeline.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
+from winnow.pipeline.config import EmbedSection, load_config
+from winnow.embedding.embed import Embedder, cut_text
+from winnow.core.errors import ConfigError
+from winnow.embedding.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
 
 MAX_LEN = 256
 QUICKSTART = Path(__file__).resolve().parents[2] / "data" / "quickstart"
@@ -55,8 +55,8 @@ def assert_same(hf, wp, texts, max_len=MAX_LEN):
 
 def quickstart_texts() -> list[str]:
     """The bundled sample corpus (jsonl, jsonl.gz, jsonl.zst, parquet), read as the pipeline reads it."""
-    from pipeline.config import IOSection
-    from pipeline.io import ShardReader, list_shards
+    from winnow.pipeline.config import IOSection
+    from winnow.core.io import ShardReader, list_shards
 
     texts: list[str] = []
     for shard in list_shards([str(QUICKSTART)]):
@@ -182,13 +182,13 @@ def test_fingerprint_ignores_the_tokenizer_choice():
 
 
 def test_torch_tokenizer_on_a_non_wordpiece_model_is_a_config_error(monkeypatch):
-    monkeypatch.setattr("pipeline.embed._is_wordpiece", lambda tok: False)
+    monkeypatch.setattr("winnow.embedding.embed._is_wordpiece", lambda tok: False)
 
     def refuse(tok):
         raise UnsupportedTokenizer("needs BertNormalizer + BertPreTokenizer + WordPiece, got ByteLevel")
 
-    monkeypatch.setattr("pipeline.wordpiece.build_tables", refuse)
-    monkeypatch.setattr("pipeline.embed._TABLES", {})
+    monkeypatch.setattr("winnow.embedding.wordpiece.build_tables", refuse)
+    monkeypatch.setattr("winnow.embedding.embed._TABLES", {})
     emb = Embedder(EmbedSection(device="cpu", dtype="float32", tokenizer="torch"), torch_threads=1)
     with pytest.raises(ConfigError, match="embed.tokenizer=torch"):
         emb.setup()

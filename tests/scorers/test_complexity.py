@@ -12,9 +12,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import load_config
-from pipeline.prune import cluster_table
-from scorers.complexity import complexity, d_inter, dbp_quotas, quota_bounds, softmax, water_fill
+from winnow.pipeline.config import load_config
+from winnow.pipeline.prune import cluster_table
+from winnow.scorers.complexity import complexity, d_inter, dbp_quotas, quota_bounds, softmax, water_fill
 
 # -- the hand-worked example ----------------------------------------------------------------------------------------
 #

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scorers.base import DOMAINS, QUALITY_SCHEMA
-from scorers.domains import (
+from winnow.scorers.base import DOMAINS, QUALITY_SCHEMA
+from winnow.scorers.domains import (
     _EXTRA_KEYWORDS,
     DOMAIN_DESCRIPTIONS,
     DOMAIN_NAMES,
@@ -14,7 +14,7 @@ from scorers.domains import (
     keyword_domains,
     looks_like_code,
 )
-from scorers.heuristic import HeuristicRater
+from winnow.scorers.heuristic import HeuristicRater
 
 CLEAR = {
     "Medicine": (
@@ -47,8 +47,8 @@ CLEAR = {
 
 @pytest.fixture(scope="module")
 def embedder():
-    from pipeline.config import EmbedSection
-    from pipeline.embed import Embedder
+    from winnow.pipeline.config import EmbedSection
+    from winnow.embedding.embed import Embedder
 
     emb = Embedder(EmbedSection(device="cpu"))
     emb.setup()

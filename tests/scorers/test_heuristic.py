@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from scorers.base import CRITERIA, CRITERION_COLUMNS, QUALITY_SCHEMA
-from scorers.heuristic import (
+from winnow.scorers.base import CRITERIA, CRITERION_COLUMNS, QUALITY_SCHEMA
+from winnow.scorers.heuristic import (
     CALIBRATION,
     FEATURE_NAMES,
     OVERALL_WEIGHTS,

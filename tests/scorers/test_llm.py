@@ -17,9 +17,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError, RetryableError
-from scorers.base import CRITERION_COLUMNS, QUALITY_SCHEMA
-from scorers.llm import (
+from winnow.core.errors import ConfigError, RetryableError
+from winnow.scorers.base import CRITERION_COLUMNS, QUALITY_SCHEMA
+from winnow.scorers.llm import (
     LLMRater,
     LLMSection,
     build_messages,

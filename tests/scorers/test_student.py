@@ -17,11 +17,11 @@ import typer
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-from pipeline.config import load_config
-from pipeline.errors import ConfigError, CurationError
-from scorers.base import CRITERIA, DOMAINS, QUALITY_SCHEMA
-from scorers.heuristic import features_matrix
-from scorers.student import (
+from winnow.pipeline.config import load_config
+from winnow.core.errors import ConfigError, CurationError
+from winnow.scorers.base import CRITERIA, DOMAINS, QUALITY_SCHEMA
+from winnow.scorers.heuristic import features_matrix
+from winnow.scorers.student import (
     DOMAIN_NAMES,
     META_FILE,
     RATING_COLUMNS,
@@ -34,7 +34,7 @@ from scorers.student import (
     split,
     train_student,
 )
-from scorers.student_cli import train_student_command
+from winnow.pipeline.cli.student import train_student_command
 
 N, DIM = 2000, 128
 WORDS = (
@@ -444,9 +444,9 @@ CORPUS = [
 
 
 def test_winnow_run_with_the_student_backend(tmp_path):
-    from pipeline.cli import app as winnow_app
-    from pipeline.runner import setup_logging
-    from pipeline.stages import arrow_to_vectors
+    from winnow.pipeline.cli.app import app as winnow_app
+    from winnow.pipeline.runner import setup_logging
+    from winnow.pipeline.stages import arrow_to_vectors
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

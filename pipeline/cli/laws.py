@@ -1,4 +1,4 @@
-"""``winnow laws``: a calculator for the scaling laws of :mod:`mixers.laws` and their fits (DESIGN §3.7, §3.8).
+"""``winnow laws``: a calculator for the scaling laws of :mod:`winnow.mixers.laws` and their fits (DESIGN §3.7, §3.8).
 
 Commands:
 
@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mixers.fit import GOYAL_COLUMNS, MUENNIGHOFF_COLUMNS, FitResult, fit_goyal, fit_muennighoff, read_runs
-from mixers.laws import best_top_m, effective_data, effective_params, muennighoff_loss, unique_params
-from pipeline.errors import ConfigError
+from winnow.mixers.fit import GOYAL_COLUMNS, MUENNIGHOFF_COLUMNS, FitResult, fit_goyal, fit_muennighoff, read_runs
+from winnow.mixers.laws import best_top_m, effective_data, effective_params, muennighoff_loss, unique_params
+from winnow.core.errors import ConfigError
 
 laws_app = typer.Typer(
     name="laws",
@@ -150,7 +150,7 @@ def goyal(
     if low:
         err.print(
             f"[yellow]warning:[/] s_0 = a·min(E, N)/1e5 <= 1 for N = {', '.join(f'{n:g}' for n in low)}: outside "
-            "the law's regime, where a more negative b predicts a higher error (see mixers.laws).",
+            "the law's regime, where a more negative b predicts a higher error (see winnow.mixers.laws).",
             highlight=False,
         )
     if as_json:

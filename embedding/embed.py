@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from pipeline.config import EmbedSection
-from pipeline.device import torch_device
-from pipeline.errors import ConfigError
-from pipeline.io import is_bert_whitespace
+from winnow.pipeline.config import EmbedSection
+from winnow.core.device import torch_device
+from winnow.core.errors import ConfigError
+from winnow.core.io import is_bert_whitespace
 
 BUNDLED = "bundled"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -147,7 +147,7 @@ class Embedder:
         self.max_seq_length = int(model.max_seq_length)
         self._can_cut = self.cfg.pre_truncate_chars is not None and _is_wordpiece(model.tokenizer)
         if self.cfg.tokenizer == "torch":
-            from pipeline.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
+            from winnow.embedding.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
 
             if str(path) not in _TABLES:
                 try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.errors import ConfigError
+from winnow.core.errors import ConfigError
 
 
 def torch_device(device: str, key: str) -> str:

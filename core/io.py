@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from pipeline.config import IOSection
-from pipeline.errors import ConfigError
+from winnow.pipeline.config import IOSection
+from winnow.core.errors import ConfigError
 
 # suffix -> (format, compression); longest suffixes first so ".jsonl.gz" wins over ".gz"
 _SUFFIXES: list[tuple[str, tuple[str, str | None]]] = [

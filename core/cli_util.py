@@ -1,6 +1,6 @@
 """What the ``winnow`` subcommands share: turning winnow's errors into a message and an exit code.
 
-Used by :mod:`pipeline.cli`, :mod:`pipeline.report`, :mod:`scorers.student_cli` and :mod:`mixers.mix_cli`.
+Used by :mod:`winnow.pipeline.cli.app`, :mod:`winnow.pipeline.report.report`, :mod:`winnow.pipeline.cli.student` and :mod:`winnow.pipeline.cli.mix`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.errors import ConfigError, CurationError
+from winnow.core.errors import ConfigError, CurationError
 
 __all__ = ["exit_on_error"]
 

@@ -5,7 +5,7 @@ from the CSV of the same name next to it, by one function that returns a ``matpl
 no pyplot state, no ``rcParams`` changes).
 
 **Pruning curves** (``pruning_curves.csv``). For every strategy of :data:`CURVE_STRATEGIES` that the run's scores
-support and every keep fraction, :func:`pipeline.prune.decide` — the same pure function the prune stage calls — is
+support and every keep fraction, :func:`winnow.pipeline.prune.decide` — the same pure function the prune stage calls — is
 run on the stored columns (assignments, SemDeDup similarities, quality ratings) with ``prune.strategy`` and
 ``prune.keep_fraction`` replaced. Nothing is embedded, clustered or deduplicated again. One row per point:
 
@@ -27,17 +27,17 @@ run on the stored columns (assignments, SemDeDup similarities, quality ratings) 
 ``budget_tokens``      the training budget: ``mix.budget_tokens`` (or ``mix.flops / (6 · mix.model_params)``) of
                        the run's config, else the corpus's tokens (one epoch of the unpruned corpus)
 ``predicted_error``    Goyal et al. (2024) error at ``budget_tokens`` of the kept set taken as **one pool** of
-                       ``unique_tokens_kept`` unique tokens (:func:`mixers.laws.goyal_error`)
+                       ``unique_tokens_kept`` unique tokens (:func:`winnow.mixers.laws.goyal_error`)
 ====================== =======================================================================================
 
 The predicted error uses the parameters the mixer would use for a single bucket named ``all``
-(:func:`mixers.planner.resolve_law`: ``mix.law.a``/``d``/``buckets.all``, then ``mix.law.fitted``, then the
+(:func:`winnow.mixers.planner.resolve_law`: ``mix.law.a``/``d``/``buckets.all``, then ``mix.law.fitted``, then the
 reference defaults ``a = 0.025``, ``d = 0.1``, ``b = -0.12``, ``tau = 6``). With one ``b`` for every kept set, the
 prediction sees **quantity and repetition only**: two strategies keeping the same number of tokens get the same
 predicted error. Upsampled repeats are not unique tokens, so the pool size is ``unique_tokens_kept``. Quality
 differences between strategies show up in ``mean_quality_score`` and, measured, in ``proxy_loss``.
 
-**Proxy LM** (``--proxy lm``, :mod:`pipeline.proxy_lm`). A small byte-level causal LM is trained from scratch on
+**Proxy LM** (``--proxy lm``, :mod:`winnow.pipeline.report.proxy_lm`). A small byte-level causal LM is trained from scratch on
 each point's kept documents (minus a fixed held-out 5% of the corpus, excluded from every training set) for a fixed
 number of tokens, and its held-out loss is ``proxy_loss`` (nats per byte; with ``repeats`` > 1 the mean over runs
 with seeds ``seed, seed + 1, …`` and their standard deviation ``proxy_loss_sd``). Points with the same training set
@@ -45,7 +45,7 @@ with seeds ``seed, seed + 1, …`` and their standard deviation ``proxy_loss_sd`
 (``proxy_tokens``, ``proxy_params``, ``proxy_layers``, ``proxy_d_model``, ``proxy_context``, ``proxy_seed``,
 ``proxy_repeats``), as are the training pool (``proxy_pool_tokens``) and the epochs over it (``proxy_epochs``).
 The held-out loss at evenly spaced checkpoints goes to ``proxy_checkpoints.csv`` and ``law_fit.csv``: the Goyal law
-is fitted to it (``mixers.fit.fit_goyal``, one pool per strategy, samples = tokens seen, pool size = the training
+is fitted to it (``winnow.mixers.fit.fit_goyal``, one pool per strategy, samples = tokens seen, pool size = the training
 pool), the last checkpoint of every point held out, and ``law_fit.png`` shows the observed points, the fitted
 curves and the extrapolated region.
 
@@ -79,12 +79,12 @@ import yaml
 from loguru import logger
 from pydantic import ValidationError
 
-import pipeline
-from clustering.semdedup import is_duplicate
-from pipeline.config import WinnowConfig, apply_override, format_validation_error, parse_override
-from pipeline.errors import ConfigError, CurationError
-from pipeline.io import Shard, list_shards
-from pipeline.rundir import RunDir
+import winnow
+from winnow.clustering.semdedup import is_duplicate
+from winnow.pipeline.config import WinnowConfig, apply_override, format_validation_error, parse_override
+from winnow.core.errors import ConfigError, CurationError
+from winnow.core.io import Shard, list_shards
+from winnow.core.rundir import RunDir
 
 __all__ = [
     "CURVE_STRATEGIES",
@@ -208,8 +208,8 @@ def _shards(cfg: WinnowConfig, rd: RunDir, notes: list[str]) -> list[Shard]:
 
 def _read_columns(rd: RunDir, cfg: WinnowConfig, shards: list[Shard], columns: list[str]) -> pl.DataFrame | None:
     """``columns`` (plus the id) of every valid row, from ``curated/`` or, without it, from the input shards."""
-    from pipeline.io import ShardReader
-    from pipeline.stages import read_parquet
+    from winnow.core.io import ShardReader
+    from winnow.pipeline.stages import read_parquet
 
     id_f = cfg.io.id_field
     frames = []
@@ -246,7 +246,7 @@ def load_run(
     domain: str = "auto",
     texts: bool = False,
 ) -> RunScores:
-    """Read a run's stored scores (:func:`pipeline.prune.load_scores`), its centroids, word counts and domains.
+    """Read a run's stored scores (:func:`winnow.pipeline.prune.load_scores`), its centroids, word counts and domains.
 
     Args:
         run_dir: The run directory.
@@ -264,8 +264,8 @@ def load_run(
         ConfigError: Not a run directory, a bad override, an unknown domain column.
         CurationError: The stored outputs are missing or do not match each other.
     """
-    from pipeline.prune import load_scores
-    from pipeline.stages import bucket_name
+    from winnow.pipeline.prune import load_scores
+    from winnow.pipeline.stages import bucket_name
 
     rd = RunDir(run_dir, storage_options)
     cfg = _run_config(rd, sets, inputs)
@@ -416,15 +416,15 @@ def resolve_budget(cfg: WinnowConfig, corpus_tokens: int, budget_tokens: float |
 
 
 def single_pool_law(cfg: WinnowConfig):
-    """The Goyal law's parameters for one bucket ``all`` (:func:`mixers.planner.resolve_law`, as the mixer)."""
-    from mixers.planner import resolve_law
+    """The Goyal law's parameters for one bucket ``all`` (:func:`winnow.mixers.planner.resolve_law`, as the mixer)."""
+    from winnow.mixers.planner import resolve_law
 
     return resolve_law(cfg.mix, [("all", 1)], 1)
 
 
 def predicted_error(unique_tokens: float, budget: int, law) -> float:
     """Goyal et al. error after ``budget`` tokens drawn from one pool of ``unique_tokens`` (nan for an empty pool)."""
-    from mixers.laws import goyal_error
+    from winnow.mixers.laws import goyal_error
 
     if unique_tokens <= 0:
         return math.nan
@@ -447,7 +447,7 @@ class Point:
 
 def supported_strategies(scores: RunScores, wanted: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
     """The strategies of ``wanted`` (default :data:`CURVE_STRATEGIES`) the run's scores support, and why others not."""
-    from pipeline.prune import NEEDS_CLUSTERS, NEEDS_DEDUP, NEEDS_QUALITY
+    from winnow.pipeline.prune import NEEDS_CLUSTERS, NEEDS_DEDUP, NEEDS_QUALITY
 
     out, notes = [], []
     for s in wanted or CURVE_STRATEGIES:
@@ -475,7 +475,7 @@ def supported_strategies(scores: RunScores, wanted: Sequence[str] | None = None)
 
 
 def _decide(scores: RunScores, strategy: str, fraction: float):
-    from pipeline.prune import decide
+    from winnow.pipeline.prune import decide
 
     cfg = scores.cfg
     prune = cfg.prune.model_copy(update={"strategy": strategy, "keep_fraction": fraction, "keep_count": None})
@@ -515,7 +515,7 @@ def pruning_curves(
     exceeded: list[str] = []
     short: list[str] = []
     upsampled: list[str] = []
-    logger.disable("pipeline.prune")  # its per-decision warnings are collected into the notes instead
+    logger.disable("winnow.pipeline.prune")  # its per-decision warnings are collected into the notes instead
     try:
         for s in names:
             for frac in fractions:
@@ -542,7 +542,7 @@ def pruning_curves(
                 )
                 points.append(Point(s, frac, d.keep, np.asarray(repeat, dtype=np.int64)))
     finally:
-        logger.enable("pipeline.prune")
+        logger.enable("winnow.pipeline.prune")
     if exceeded:
         notes.append(
             f"dbp at keep fraction {', '.join(exceeded)}: the target exceeds the documents left after SemDeDup at "
@@ -699,7 +699,7 @@ def proxy_curves(scores: RunScores, points: Sequence[Point], cfg) -> tuple[pl.Da
         ``(per_point, checkpoints, info)``: per point ``strategy, keep_fraction`` and the ``proxy_*`` columns;
         per checkpoint ``strategy, keep_fraction, tokens_seen, pool_tokens, loss``; and the held-out slice's size.
     """
-    from pipeline.proxy_lm import encode, eval_windows, heldout_mask, train_proxy
+    from winnow.pipeline.report.proxy_lm import encode, eval_windows, heldout_mask, train_proxy
 
     f = scores.frame
     texts = f["text"].fill_null("").to_list()
@@ -770,8 +770,8 @@ def law_fit_table(checkpoints: pl.DataFrame) -> tuple[pl.DataFrame, dict | None,
     Returns:
         The table, the fit's JSON (``FitResult.to_dict()``), and why there is no fit (or None).
     """
-    from mixers.fit import fit_goyal
-    from mixers.laws import goyal_error
+    from winnow.mixers.fit import fit_goyal
+    from winnow.mixers.laws import goyal_error
 
     schema = {"kind": pl.String, "strategy": pl.String, "keep_fraction": pl.Float64,
               "tokens_seen": pl.Float64, "pool_tokens": pl.Float64, "loss": pl.Float64, "predicted": pl.Float64,
@@ -1187,7 +1187,7 @@ def build_report(
         run_dir: The run directory.
         fractions: Keep fractions (default :data:`DEFAULT_FRACTIONS`).
         strategies: Strategies (default every supported one of :data:`CURVE_STRATEGIES`).
-        proxy: A :class:`pipeline.proxy_lm.ProxyConfig` to measure ``proxy_loss``, or None (default).
+        proxy: A :class:`winnow.pipeline.report.proxy_lm.ProxyConfig` to measure ``proxy_loss``, or None (default).
         budget_tokens: Budget of ``predicted_error`` (default ``mix.budget_tokens``, else the corpus's tokens).
         sets: ``key=value`` overrides of the run's resolved config.
         inputs: Where the run's input shards are now (replaces ``io.input``).
@@ -1280,7 +1280,7 @@ def _report_blocks(scores, curves, law, budget, ref_fraction, figures, proxy, pr
         ("h", 1, f"winnow report: {name}"),
         ("p", f"{f.height:,} documents in {f['stem'].n_unique()} shard(s), "
               f"{int(f['n_words'].cast(pl.Float64).fill_null(0).sum()):,} whitespace words. Config hash "
-              f"`{cfg.fingerprint()}`, winnow {pipeline.__version__}. Clusters: {_fmt(scores.clusters)} "
+              f"`{cfg.fingerprint()}`, winnow {winnow.__version__}. Clusters: {_fmt(scores.clusters)} "
               f"(k = {cfg.cluster.k}), SemDeDup: {_fmt(scores.dedup)} (eps = {cfg.dedup.eps:g}), quality scores: "
               f"{_fmt(scores.quality)} ({cfg.score.backend}), domains from `{scores.domain_column}`."),
         ("h", 2, "Run summary (stats.json)"),
@@ -1415,8 +1415,8 @@ def report_command(
     """
     from rich.console import Console
 
-    from pipeline.cli_util import exit_on_error
-    from pipeline.runner import setup_logging
+    from winnow.core.cli_util import exit_on_error
+    from winnow.pipeline.runner import setup_logging
 
     err = Console(stderr=True, soft_wrap=True)
     setup_logging(-1 if quiet else verbose)
@@ -1427,7 +1427,7 @@ def report_command(
     with exit_on_error(err):
         proxy_cfg = None
         if proxy == "lm":
-            from pipeline.proxy_lm import ProxyConfig
+            from winnow.pipeline.report.proxy_lm import ProxyConfig
 
             run_seed = seed
             if run_seed is None:

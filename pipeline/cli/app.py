@@ -15,10 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import pipeline
-from pipeline.cli_util import exit_on_error
-from pipeline.config import WinnowConfig, load_config
-from pipeline.io import list_shards
+import winnow
+from winnow.core.cli_util import exit_on_error
+from winnow.pipeline.config import WinnowConfig, load_config
+from winnow.core.io import list_shards
 
 app = typer.Typer(
     name="winnow",
@@ -120,14 +120,14 @@ def _execute(
     config, inputs, output, sets, workers, limit, seed,
     overwrite, fail_on_reject, dry_run, no_progress, verbose, quiet,
 ) -> None:  # fmt: skip
-    from pipeline.runner import run_pipeline, setup_logging
+    from winnow.pipeline.runner import run_pipeline, setup_logging
 
     setup_logging(-1 if quiet else verbose)
     with exit_on_error(err, config_label="config error"):
         cfg = _config(config, inputs, output, sets, workers, limit, seed)
         if dry_run:
             shards = list_shards(cfg.io.input, cfg.io.storage_options)
-            typer.echo(cfg.to_yaml(extra={"winnow_version": pipeline.__version__, "config_hash": cfg.fingerprint()}))
+            typer.echo(cfg.to_yaml(extra={"winnow_version": winnow.__version__, "config_hash": cfg.fingerprint()}))
             typer.echo(f"# stages: {', '.join(stages)}")
             typer.echo(f"# {len(shards)} shard(s):")
             for s in shards:
@@ -221,10 +221,10 @@ app.command("write")(
 
 
 def _mount_subapps() -> None:
-    from mixers.laws_cli import laws_app
-    from mixers.mix_cli import mix_command
-    from pipeline.report import report_command
-    from scorers.student_cli import train_student_command
+    from winnow.pipeline.cli.laws import laws_app
+    from winnow.pipeline.cli.mix import mix_command
+    from winnow.pipeline.report.report import report_command
+    from winnow.pipeline.cli.student import train_student_command
 
     app.command("mix")(mix_command)
     app.command("report")(report_command)
@@ -259,7 +259,7 @@ def show_config(
 @app.command("version")
 def show_version() -> None:
     """Print winnow's version."""
-    out.print(pipeline.__version__)
+    out.print(winnow.__version__)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,7 @@
 Mounted on the main app as ``app.command("mix")(mix_command)``. It reads ``<run>/curated/*.parquet``, chooses the
 union of quality buckets the Goyal et al. (2024) law predicts best for the budget (within ``mix.max_repeats``),
 splits the budget over pools and phases, and writes ``<run>/mixture_plan.json`` (layout in
-:mod:`mixers.planner`). The plan goes to the file; a summary (or ``--json``: the plan) to stdout; warnings and
+:mod:`winnow.mixers.planner`). The plan goes to the file; a summary (or ``--json``: the plan) to stdout; warnings and
 errors to stderr. Exit codes: 0 success, 1 an unreadable shard, 2 a usage error (bad option or config value, a
 missing run directory, no curated shards, no kept rows, no budget, a budget the repeat cap forbids).
 """
@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mixers.config import MixSection
-from mixers.planner import build_plan, plan_json, write_plan
-from pipeline.cli_util import exit_on_error
-from pipeline.config import WinnowConfig, load_config
-from pipeline.errors import ConfigError
+from winnow.mixers.config import MixSection
+from winnow.mixers.planner import build_plan, plan_json, write_plan
+from winnow.core.cli_util import exit_on_error
+from winnow.pipeline.config import WinnowConfig, load_config
+from winnow.core.errors import ConfigError
 
 __all__ = ["load_mix_config", "mix_command"]
 

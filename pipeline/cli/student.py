@@ -14,7 +14,7 @@ Inputs:
   no embedding or no text are skipped and counted. The id and text columns are the run's
   (``config.resolved.yaml``) unless ``--id-field``/``--text-field`` say otherwise.
 
-Outputs: the model directory ``--out`` (see :mod:`scorers.student`), ``report.json`` in it, and the held-out
+Outputs: the model directory ``--out`` (see :mod:`winnow.scorers.student`), ``report.json`` in it, and the held-out
 report on stdout (a table, or ``--json``). Exit codes: 0 success, 1 unreadable or bad data (a rating outside
 1..5, an unknown domain, too few rows), 2 a usage error (a missing file, run directory, or curated shards).
 """
@@ -35,11 +35,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli_util import exit_on_error
-from pipeline.errors import ConfigError, CurationError
-from pipeline.rundir import RunDir
-from scorers.base import CRITERIA
-from scorers.student import RATING_COLUMNS, train_student
+from winnow.core.cli_util import exit_on_error
+from winnow.core.errors import ConfigError, CurationError
+from winnow.core.rundir import RunDir
+from winnow.scorers.base import CRITERIA
+from winnow.scorers.student import RATING_COLUMNS, train_student
 
 __all__ = ["load_ratings", "load_run_documents", "print_report", "train_student_command"]
 
@@ -206,7 +206,7 @@ def load_run_documents(
         ConfigError: the run has no embeddings or no curated shards.
         CurationError: the embeddings files disagree on the dimension or the model.
     """
-    from pipeline.stages import arrow_to_vectors
+    from winnow.pipeline.stages import arrow_to_vectors
 
     wanted = pa.array(ids, pa.string())
     pos = {k: i for i, k in enumerate(ids)}

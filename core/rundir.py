@@ -18,8 +18,8 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
-from pipeline.io import join_path
-from pipeline.stats import ShardStats
+from winnow.core.io import join_path
+from winnow.core.stats import ShardStats
 
 #: temporary names of AtomicParquetWriter and RunDir.write_bytes: ``<name>.tmp-<8 hex>``
 _TEMP = re.compile(r"\.tmp-[0-9a-f]{8}$")

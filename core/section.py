@@ -1,5 +1,5 @@
 """The base of every config section (its own module so that scorers/ and mixers/ can define sections that
-``pipeline.config`` then imports, without a circular import)."""
+``winnow.pipeline.config`` then imports, without a circular import)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.device import torch_device
+from winnow.core.device import torch_device
 
 __all__ = [
     "EOS",

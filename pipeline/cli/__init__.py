@@ -1,0 +1,1 @@
+"""winnow.pipeline.cli: the ``winnow`` command and its sub-commands (loaded lazily)."""

@@ -1,0 +1,1 @@
+"""winnow.pipeline.report: pruning-curve reports, figures and the proxy language model."""
