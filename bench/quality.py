@@ -170,8 +170,8 @@ def main() -> None:
 
     # ---- 2. domains on a stratified sample
     if args.embed_sample > 0:
-        from winnow.pipeline.config import EmbedSection
         from winnow.embedding.embed import Embedder
+        from winnow.pipeline.config import EmbedSection
 
         rng = np.random.default_rng(args.seed)
         sources = sorted(set(source))

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.markup import escape
-
 from winnow.core.errors import ConfigError, CurationError
 
 __all__ = ["exit_on_error"]

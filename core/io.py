@@ -24,8 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
-
-from winnow.pipeline.config import IOSection
+from winnow.core.config import IOSection
 from winnow.core.errors import ConfigError
 
 # suffix -> (format, compression); longest suffixes first so ".jsonl.gz" wins over ".gz"

@@ -17,7 +17,6 @@ import uuid
 from typing import Any
 
 from fsspec.core import url_to_fs
-
 from winnow.core.io import join_path
 from winnow.core.stats import ShardStats
 

@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
-
-from winnow.pipeline.config import EmbedSection
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError
 from winnow.core.io import is_bert_whitespace
+from winnow.embedding.section import EmbedSection
 
 BUNDLED = "bundled"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"

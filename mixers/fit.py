@@ -39,7 +39,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.optimize import least_squares
-
 from winnow.mixers.laws import (
     GoyalParams,
     MuennighoffParams,

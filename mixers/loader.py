@@ -70,7 +70,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset
-
 from winnow.mixers.planner import PLAN_FILE, PLAN_FORMAT, PlanError
 
 __all__ = ["LOADER_STATE_KEYS", "MixtureDataset", "MixturePlanError", "merge_loader_state", "plan_fingerprint"]

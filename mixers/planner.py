@@ -76,10 +76,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import yaml
-
+from winnow.core.errors import ConfigError, ShardError
 from winnow.mixers.config import GOYAL_REFERENCE, GOYAL_REFERENCE_A, GOYAL_REFERENCE_D, MixSection, default_bucket_law
 from winnow.mixers.laws import GOYAL_NORMALIZER, effective_data, goyal_union_error, muennighoff_loss
-from winnow.core.errors import ConfigError, ShardError
 
 __all__ = [
     "PLAN_FILE",
@@ -941,8 +940,9 @@ def build_plan(
     Returns:
         The plan as a JSON-ready dict.
     """
-    import winnow
     from winnow.core.rundir import RunDir
+
+    import winnow
 
     stats = pool_stats(run_dir, mix, text_field=text_field, id_field=id_field, storage_options=storage_options)
     core = plan_mixture(stats.pools, mix, budget_tokens=budget_tokens, n_quality_buckets=stats.n_quality_buckets)

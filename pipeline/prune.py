@@ -40,11 +40,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from loguru import logger
-
 from winnow.clustering.semdedup import is_duplicate, kept_fraction_by_eps
-from winnow.pipeline.config import WinnowConfig
 from winnow.core.errors import CurationError
 from winnow.core.io import Shard
+from winnow.pipeline.config import WinnowConfig
 from winnow.scorers.base import CRITERION_COLUMNS
 from winnow.scorers.complexity import d_inter, dbp_quotas
 
@@ -72,7 +71,7 @@ def load_scores(
 
     Only the ``n_buckets`` dedup files of the current config are read (an earlier config may have left others).
     """
-    from winnow.pipeline.stages import bucket_name, read_parquet
+    from winnow.core.layout import bucket_name, read_parquet
 
     frames = []
     for shard in shards:

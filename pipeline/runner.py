@@ -25,28 +25,16 @@ from typing import Any
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from loguru import logger
 from tqdm.auto import tqdm
-
-import winnow
-from winnow.pipeline.config import WinnowConfig
+from winnow.core import logging as logs
 from winnow.core.errors import ConfigError, CurationError, RejectsFoundError, ShardError
 from winnow.core.io import Shard, list_shards
+from winnow.core.logging import setup_logging  # noqa: F401 (re-exported for callers of the runner)
 from winnow.core.rundir import RunDir
-from winnow.pipeline.stages import STAGES, Stage
 from winnow.core.stats import ShardStats
+from winnow.pipeline.config import WinnowConfig
+from winnow.pipeline.stages import STAGES, Stage
 
-_LOG_LEVEL = {"level": "WARNING"}
-
-
-def setup_logging(verbosity: int = 0) -> None:
-    """Console logging: warnings by default, INFO with ``-v``, DEBUG with ``-vv``, errors only with ``-q``."""
-    level = {-1: "ERROR", 0: "WARNING", 1: "INFO"}.get(verbosity, "DEBUG" if verbosity > 1 else "ERROR")
-    _LOG_LEVEL["level"] = level
-    _apply_logging()
-
-
-def _apply_logging() -> None:
-    logger.remove()
-    logger.add(sys.stderr, level=_LOG_LEVEL["level"], format="<level>{level: <8}</level> | {message}")
+import winnow
 
 
 class WinnowLocalExecutor(LocalPipelineExecutor):
@@ -57,13 +45,13 @@ class WinnowLocalExecutor(LocalPipelineExecutor):
         self.log_level = log_level
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):  # type: ignore[override]
-        _LOG_LEVEL["level"] = self.log_level
+        logs._LOG_LEVEL["level"] = self.log_level
         # local_rank > 0 makes datatrove log only errors to the console; its per-task log file keeps everything
         console_rank = local_rank if self.log_level in ("INFO", "DEBUG") else max(1, local_rank)
         try:
             return super()._run_for_rank(rank, console_rank, node_rank)
         finally:
-            _apply_logging()  # datatrove resets loguru to DEBUG on stderr after each task
+            logs.apply_logging()  # datatrove resets loguru to DEBUG on stderr after each task
 
 
 class WinnowSlurmExecutor(SlurmPipelineExecutor):
@@ -132,7 +120,7 @@ def build_executor(
             logging_dir=logging_dir,
             skip_completed=not overwrite,
             start_method=cfg.executor.start_method,
-            log_level=_LOG_LEVEL["level"],
+            log_level=logs.log_level(),
         )
     if kind == "ray":
         ray_init(cfg)
@@ -395,7 +383,7 @@ def _record_slurm_jobs(run: RunDir, jobs: dict[str, list[str]]) -> None:
     """``slurm_jobs.json`` (what the next ``winnow run`` checks with ``squeue``) and a note on the console."""
     info = {"submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "jobs": jobs}
     run.write_text(SLURM_JOBS, json.dumps(info, indent=2))
-    if _LOG_LEVEL["level"] != "ERROR":
+    if logs.log_level() != "ERROR":
         chain = " -> ".join(f"{stage} {','.join(ids)}" for stage, ids in jobs.items())
         print(
             f"submitted Slurm jobs (each after the one before): {chain}\n"

@@ -24,20 +24,20 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 from tqdm.auto import tqdm
-
-import winnow
 from winnow.clustering.kmeans import SphericalKMeans, assign
 from winnow.clustering.semdedup import semdedup_cluster
-from winnow.pipeline.config import WinnowConfig
-from winnow.embedding.embed import Embedder, model_label
 from winnow.core.errors import CurationError
 from winnow.core.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader
+from winnow.core.layout import arrow_to_vectors, bucket_name, read_parquet, vectors_to_arrow
 from winnow.core.rundir import RunDir
 from winnow.core.stats import ShardStats
+from winnow.embedding.embed import Embedder, model_label
+from winnow.pipeline.config import WinnowConfig
+
+import winnow
 
 
 def provenance(cfg: WinnowConfig, stage: str) -> dict[str, str]:
@@ -320,21 +320,6 @@ class EmbedStage(ShardStage):
                 stats.kept += batch.table.num_rows
 
 
-def vectors_to_arrow(vecs: np.ndarray, value_type: pa.DataType = pa.float32()) -> pa.FixedSizeListArray:
-    flat = pa.array(vecs.astype(value_type.to_pandas_dtype(), copy=False).ravel(), type=value_type)
-    return pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])
-
-
-def arrow_to_vectors(col: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray:
-    """``[n, d]`` float32 from a fixed-size-list column."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    d = col.type.list_size
-    if len(col) == 0:
-        return np.zeros((0, d), np.float32)
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32, copy=False)
-
-
 # -- clustering ----------------------------------------------------------------------------------------------------
 
 _CLUSTER_KEYS = ["io", "embed", "cluster", "run.seed"]
@@ -411,10 +396,6 @@ class FitStage(Stage):
 
 
 ASSIGN_SCHEMA_FIELDS = [("cluster_id", pa.int32()), ("dist_to_centroid", pa.float32())]
-
-
-def bucket_name(bucket: int) -> str:
-    return f"{bucket:05d}"
 
 
 class AssignStage(ShardStage):
@@ -747,11 +728,6 @@ def _empty_curated_schema(cfg: WinnowConfig) -> pa.Schema:
             ("drop_reason", pa.string()),
         ]
     )
-
-
-def read_parquet(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table:
-    with run.fs.open(run._p(rel), "rb") as f:
-        return pq.read_table(f, columns=columns)
 
 
 #: stages in the order ``winnow run`` executes them

@@ -27,7 +27,6 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-
 from winnow.scorers.base import DOMAINS
 
 #: domain name → (description, keywords). The description says what belongs to the domain; keywords are typical

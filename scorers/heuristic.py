@@ -78,13 +78,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-
 from winnow.scorers.base import CRITERIA, QUALITY_SCHEMA, Rater
 from winnow.scorers.domains import DomainClassifier
 
 if TYPE_CHECKING:
-    from winnow.pipeline.config import EmbedSection
     from winnow.embedding.embed import Embedder
+    from winnow.embedding.section import EmbedSection
 
 # ------------------------------------------------------------------------------------------------ word lists
 
@@ -855,8 +854,8 @@ class HeuristicRater(Rater):
         embedder = None
         if self.domain != "keywords":
             if self.embedder is None:
-                from winnow.pipeline.config import EmbedSection
                 from winnow.embedding.embed import Embedder
+                from winnow.embedding.section import EmbedSection
 
                 self.embedder = Embedder(self.embed if self.embed is not None else EmbedSection())
                 self._own_embedder = True

@@ -54,7 +54,6 @@ import numpy as np
 import pyarrow as pa
 from loguru import logger
 from pydantic import Field, field_validator, model_validator
-
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError, RetryableError
 from winnow.core.section import Section

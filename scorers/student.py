@@ -59,7 +59,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 from pydantic import Field
-
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError, CurationError
 from winnow.core.section import Section

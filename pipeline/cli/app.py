@@ -14,11 +14,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from winnow.core.cli_util import exit_on_error
+from winnow.core.io import list_shards
+from winnow.pipeline.config import WinnowConfig, load_config
 
 import winnow
-from winnow.core.cli_util import exit_on_error
-from winnow.pipeline.config import WinnowConfig, load_config
-from winnow.core.io import list_shards
 
 app = typer.Typer(
     name="winnow",
@@ -223,8 +223,8 @@ app.command("write")(
 def _mount_subapps() -> None:
     from winnow.pipeline.cli.laws import laws_app
     from winnow.pipeline.cli.mix import mix_command
-    from winnow.pipeline.report.report import report_command
     from winnow.pipeline.cli.student import train_student_command
+    from winnow.pipeline.report.report import report_command
 
     app.command("mix")(mix_command)
     app.command("report")(report_command)

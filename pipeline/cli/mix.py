@@ -16,12 +16,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
+from winnow.core.cli_util import exit_on_error
+from winnow.core.errors import ConfigError
 from winnow.mixers.config import MixSection
 from winnow.mixers.planner import build_plan, plan_json, write_plan
-from winnow.core.cli_util import exit_on_error
 from winnow.pipeline.config import WinnowConfig, load_config
-from winnow.core.errors import ConfigError
 
 __all__ = ["load_mix_config", "mix_command"]
 

@@ -34,7 +34,6 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
 from winnow.core.cli_util import exit_on_error
 from winnow.core.errors import ConfigError, CurationError
 from winnow.core.rundir import RunDir
@@ -206,7 +205,7 @@ def load_run_documents(
         ConfigError: the run has no embeddings or no curated shards.
         CurationError: the embeddings files disagree on the dimension or the model.
     """
-    from winnow.pipeline.stages import arrow_to_vectors
+    from winnow.core.layout import arrow_to_vectors
 
     wanted = pa.array(ids, pa.string())
     pos = {k: i for i, k in enumerate(ids)}

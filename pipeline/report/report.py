@@ -78,13 +78,13 @@ import typer
 import yaml
 from loguru import logger
 from pydantic import ValidationError
-
-import winnow
 from winnow.clustering.semdedup import is_duplicate
-from winnow.pipeline.config import WinnowConfig, apply_override, format_validation_error, parse_override
 from winnow.core.errors import ConfigError, CurationError
 from winnow.core.io import Shard, list_shards
 from winnow.core.rundir import RunDir
+from winnow.pipeline.config import WinnowConfig, apply_override, format_validation_error, parse_override
+
+import winnow
 
 __all__ = [
     "CURVE_STRATEGIES",
@@ -209,7 +209,7 @@ def _shards(cfg: WinnowConfig, rd: RunDir, notes: list[str]) -> list[Shard]:
 def _read_columns(rd: RunDir, cfg: WinnowConfig, shards: list[Shard], columns: list[str]) -> pl.DataFrame | None:
     """``columns`` (plus the id) of every valid row, from ``curated/`` or, without it, from the input shards."""
     from winnow.core.io import ShardReader
-    from winnow.pipeline.stages import read_parquet
+    from winnow.core.layout import read_parquet
 
     id_f = cfg.io.id_field
     frames = []
@@ -264,8 +264,8 @@ def load_run(
         ConfigError: Not a run directory, a bad override, an unknown domain column.
         CurationError: The stored outputs are missing or do not match each other.
     """
+    from winnow.core.layout import bucket_name
     from winnow.pipeline.prune import load_scores
-    from winnow.pipeline.stages import bucket_name
 
     rd = RunDir(run_dir, storage_options)
     cfg = _run_config(rd, sets, inputs)
@@ -1414,9 +1414,8 @@ def report_command(
     Example: winnow report --run runs/quickstart --fractions 0.1,0.3,0.5,0.7,1 --proxy lm
     """
     from rich.console import Console
-
     from winnow.core.cli_util import exit_on_error
-    from winnow.pipeline.runner import setup_logging
+    from winnow.core.logging import setup_logging
 
     err = Console(stderr=True, soft_wrap=True)
     setup_logging(-1 if quiet else verbose)

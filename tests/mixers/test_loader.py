@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
 from winnow.mixers.config import MixSection
 from winnow.mixers.loader import MixtureDataset, MixturePlanError, merge_loader_state
 from winnow.mixers.planner import PLAN_FILE, build_plan, pool_stats, write_plan

@@ -11,10 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
-
 from winnow.mixers.config import MixSection
-from winnow.pipeline.cli.mix import load_mix_config, mix_command
 from winnow.mixers.planner import PLAN_FILE, build_plan
+from winnow.pipeline.cli.mix import load_mix_config, mix_command
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 app.command("mix")(mix_command)

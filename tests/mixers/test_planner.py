@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
-
+from winnow.core.errors import ConfigError
 from winnow.mixers.config import (
     GOYAL_REFERENCE_B,
     GOYAL_REFERENCE_POOLED,
@@ -33,7 +33,6 @@ from winnow.mixers.planner import (
     resolve_law,
     write_plan,
 )
-from winnow.core.errors import ConfigError
 
 # =============================================================================================================
 # Helpers

@@ -22,16 +22,16 @@ import typer
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
-
-import winnow
+from winnow.core.cli_util import exit_on_error
+from winnow.core.errors import ConfigError, CurationError, ShardError
+from winnow.core.logging import setup_logging
+from winnow.embedding.embed import BUNDLED_NAME
 from winnow.mixers.planner import PlanError
 from winnow.pipeline.cli.app import app
-from winnow.core.cli_util import exit_on_error
 from winnow.pipeline.config import WinnowConfig, load_config
-from winnow.embedding.embed import BUNDLED_NAME
-from winnow.core.errors import ConfigError, CurationError, ShardError
-from winnow.pipeline.runner import setup_logging
 from winnow.pipeline.stages import STAGES, WriteStage
+
+import winnow
 
 DIM = 384
 STEMS = ["a", "b", "c"]
@@ -583,7 +583,7 @@ def test_embed_then_write_equals_run(main_run, tmp_path):
 
 def test_workers_2_in_a_subprocess_matches_in_process_run(main_run, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "--input", str(main_run.corpus), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow", "run", "--input", str(main_run.corpus), "--output", str(out)]
     cmd += ["--no-progress", *SETS, "--workers", "2", "-q"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -9,10 +9,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
-
+from winnow.core.errors import ConfigError
 from winnow.pipeline.cli.app import app
 from winnow.pipeline.config import EmbedSection, ExecutorSection, IOSection, RunSection, WinnowConfig, load_config
-from winnow.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -27,7 +27,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 import zstandard
-
 from winnow.mixers.config import MixSection
 from winnow.mixers.planner import build_plan, plan_json
 from winnow.pipeline.config import load_config
@@ -168,7 +167,7 @@ def reference(tmp_path_factory):
 
 
 def start(reference, out: Path, workers: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "--input", str(reference.corpus), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow", "run", "--input", str(reference.corpus), "--output", str(out)]
     cmd += [a for s in SETS for a in ("--set", s)] + ["--workers", str(workers), "--no-progress", "-q"]
     with log.open("ab") as f:
         return subprocess.Popen(cmd, cwd=out.parent, stdout=f, stderr=f, start_new_session=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError
 
@@ -30,10 +29,9 @@ def test_cuda_without_a_gpu_names_the_setting(monkeypatch):
 
 def test_every_user_names_its_own_setting(monkeypatch):
     import torch
-
     from winnow.clustering.kmeans import SphericalKMeans
-    from winnow.pipeline.config import EmbedSection
     from winnow.embedding.embed import Embedder
+    from winnow.pipeline.config import EmbedSection
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="cluster.device=cuda"):

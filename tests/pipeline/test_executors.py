@@ -28,13 +28,12 @@ from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
-
+from winnow.core.errors import ConfigError, CurationError, ShardError
+from winnow.core.rundir import RunDir
 from winnow.mixers.config import MixSection
 from winnow.mixers.planner import build_plan, plan_json
 from winnow.pipeline.cli.app import app
 from winnow.pipeline.config import WinnowConfig, load_config
-from winnow.core.errors import ConfigError, CurationError, ShardError
-from winnow.core.rundir import RunDir
 from winnow.pipeline.runner import (
     SbatchJobIds,
     SlurmJobsActive,
@@ -520,7 +519,7 @@ def test_slurm_submission_from_the_cli_prints_the_jobs_not_an_empty_summary(fake
 
 def test_workers_2_in_a_subprocess_gives_the_same_bytes(reference, tmp_path):
     out = tmp_path / "workers2"
-    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "-c", str(QUICKSTART), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow", "run", "-c", str(QUICKSTART), "--output", str(out)]
     cmd += [a for s in SHARDS for a in ("--input", str(s))] + [a for s in TINY for a in ("--set", s)]
     cmd += ["--workers", "2", "--no-progress", "-q"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=400)

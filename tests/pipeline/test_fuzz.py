@@ -22,9 +22,8 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from winnow.pipeline.config import IOSection
 from winnow.core.io import MAX_RAW_CHARS, REJECT_SCHEMA, ReadBatch, ShardReader, list_shards
+from winnow.pipeline.config import IOSection
 
 #: WINNOW_FUZZ_EXAMPLES=5000 fuzzes harder (CI runs the default)
 FUZZ = settings(

@@ -26,8 +26,6 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from winnow.pipeline.config import IOSection
 from winnow.core.errors import ConfigError
 from winnow.core.io import (
     MAX_RAW_CHARS,
@@ -41,6 +39,7 @@ from winnow.core.io import (
     write_rejects,
 )
 from winnow.core.stats import ShardStats
+from winnow.pipeline.config import IOSection
 
 # --------------------------------------------------------------------------------------------------------------
 # helpers

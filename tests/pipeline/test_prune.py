@@ -20,10 +20,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from winnow.clustering.semdedup import kept_fraction_by_eps
-from winnow.pipeline.config import load_config
 from winnow.core.errors import ShardError
+from winnow.pipeline.config import load_config
 from winnow.pipeline.runner import run_pipeline
 from winnow.pipeline.stages import (
     STAGES,
@@ -766,7 +765,8 @@ def test_fit_reads_only_the_points_kmeans_trains_on(rerun):
     """k-means trains on at most k x max_points_per_centroid points: the fit stage picks them itself, the ids
     with the smallest hashes of (seed, id) within the fit_fraction sample, and reads only their vectors."""
     from winnow.clustering.kmeans import SphericalKMeans
-    from winnow.pipeline.stages import arrow_to_vectors, fit_hashes
+    from winnow.core.layout import arrow_to_vectors
+    from winnow.pipeline.stages import fit_hashes
 
     cap = K * 5  # 20 of the 120 valid documents
     out = rerun("cluster.max_points_per_centroid=5", "cluster.fit_fraction=0.5", stages=["fit"])

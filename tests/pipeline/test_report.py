@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
-
 from winnow.clustering.semdedup import is_duplicate
 from winnow.mixers.laws import goyal_error
 from winnow.pipeline.config import load_config
@@ -310,8 +309,8 @@ def test_report_files(run_copy, no_model):
 
 
 def test_mixture_plan_goes_into_the_report(run_copy, no_model):
-    from winnow.pipeline.cli.mix import load_mix_config
     from winnow.mixers.planner import build_plan, write_plan
+    from winnow.pipeline.cli.mix import load_mix_config
 
     _, mix = load_mix_config(None, ["mix.budget_tokens=20000"])
     write_plan(str(run_copy), build_plan(str(run_copy), mix, seed=0))

@@ -19,9 +19,8 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from winnow.pipeline.config import WinnowConfig, load_config
 from winnow.core.errors import ShardError
+from winnow.pipeline.config import WinnowConfig, load_config
 from winnow.pipeline.stages import STAGES, EmbedStage, WriteStage
 
 #: what ``winnow run`` executes
@@ -227,7 +226,7 @@ def check_no_partial_files(out: Path, reference_files: dict[str, bytes]) -> None
 @pytest.mark.timeout(420)
 def test_killed_run_resumes_to_the_same_bytes(reference, tmp_path, monkeypatch):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "winnow.pipeline.cli.app", "run", "--input", str(reference.corpus), "--output", str(out)]
+    cmd = [sys.executable, "-m", "winnow", "run", "--input", str(reference.corpus), "--output", str(out)]
     cmd += ["--no-progress", "-q"] + [arg for item in tiny_overrides() for arg in ("--set", item)]
     log = (tmp_path / "stderr.txt").open("wb")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)

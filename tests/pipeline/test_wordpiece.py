@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from winnow.pipeline.config import EmbedSection, load_config
-from winnow.embedding.embed import Embedder, cut_text
 from winnow.core.errors import ConfigError
+from winnow.embedding.embed import Embedder, cut_text
 from winnow.embedding.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
+from winnow.pipeline.config import EmbedSection, load_config
 
 MAX_LEN = 256
 QUICKSTART = Path(__file__).resolve().parents[2] / "data" / "quickstart"
@@ -55,8 +54,8 @@ def assert_same(hf, wp, texts, max_len=MAX_LEN):
 
 def quickstart_texts() -> list[str]:
     """The bundled sample corpus (jsonl, jsonl.gz, jsonl.zst, parquet), read as the pipeline reads it."""
-    from winnow.pipeline.config import IOSection
     from winnow.core.io import ShardReader, list_shards
+    from winnow.pipeline.config import IOSection
 
     texts: list[str] = []
     for shard in list_shards([str(QUICKSTART)]):

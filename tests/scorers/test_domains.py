@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from winnow.scorers.base import DOMAINS, QUALITY_SCHEMA
 from winnow.scorers.domains import (
     _EXTRA_KEYWORDS,
@@ -47,8 +46,8 @@ CLEAR = {
 
 @pytest.fixture(scope="module")
 def embedder():
-    from winnow.pipeline.config import EmbedSection
     from winnow.embedding.embed import Embedder
+    from winnow.pipeline.config import EmbedSection
 
     emb = Embedder(EmbedSection(device="cpu"))
     emb.setup()

@@ -16,9 +16,9 @@ import pytest
 import typer
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
-
-from winnow.pipeline.config import load_config
 from winnow.core.errors import ConfigError, CurationError
+from winnow.pipeline.cli.student import train_student_command
+from winnow.pipeline.config import load_config
 from winnow.scorers.base import CRITERIA, DOMAINS, QUALITY_SCHEMA
 from winnow.scorers.heuristic import features_matrix
 from winnow.scorers.student import (
@@ -34,7 +34,6 @@ from winnow.scorers.student import (
     split,
     train_student,
 )
-from winnow.pipeline.cli.student import train_student_command
 
 N, DIM = 2000, 128
 WORDS = (
@@ -444,9 +443,9 @@ CORPUS = [
 
 
 def test_winnow_run_with_the_student_backend(tmp_path):
+    from winnow.core.layout import arrow_to_vectors
+    from winnow.core.logging import setup_logging
     from winnow.pipeline.cli.app import app as winnow_app
-    from winnow.pipeline.runner import setup_logging
-    from winnow.pipeline.stages import arrow_to_vectors
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

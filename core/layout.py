@@ -1,0 +1,35 @@
+"""How winnow lays data out in the run directory: vectors as Arrow fixed-size lists, bucket names, parquet reads.
+
+Every layer reads these; they depend on nothing but pyarrow, numpy and the run directory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from winnow.core.rundir import RunDir
+
+
+def vectors_to_arrow(vecs: np.ndarray, value_type: pa.DataType = pa.float32()) -> pa.FixedSizeListArray:
+    flat = pa.array(vecs.astype(value_type.to_pandas_dtype(), copy=False).ravel(), type=value_type)
+    return pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])
+
+
+def arrow_to_vectors(col: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray:
+    """``[n, d]`` float32 from a fixed-size-list column."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    d = col.type.list_size
+    if len(col) == 0:
+        return np.zeros((0, d), np.float32)
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32, copy=False)
+
+
+def bucket_name(bucket: int) -> str:
+    return f"{bucket:05d}"
+
+
+def read_parquet(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table:
+    with run.fs.open(run._p(rel), "rb") as f:
+        return pq.read_table(f, columns=columns)
