@@ -21,6 +21,7 @@ from winnow.core.errors import ConfigError
 from winnow.core.section import Section
 from winnow.embedding.section import EmbedSection
 from winnow.mixers.config import MixSection
+from winnow.pipeline.prune.section import PruneSection
 from winnow.scorers.llm import LLMSection
 from winnow.scorers.student import StudentSection
 
@@ -101,70 +102,16 @@ class ScoreSection(Section):
         return self
 
 
-PRUNE_STRATEGIES = (
-    "none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp", "quality", "dataman_level",
-)  # fmt: skip
 
 
-class PruneSection(Section):
-    """Turning scores into keep decisions (DESIGN §3.3–3.5). Changing any of these reuses every stored score.
-
-    Args:
-        strategy: ``none``, ``random``, ``semdedup``, ``prototypicality_easy``, ``prototypicality_hard`` or ``dbp``.
-        keep_fraction: share of valid documents to keep (rounded to the nearest row).
-        keep_count: number of documents to keep (instead of ``keep_fraction``).
-        balance: prototypicality only: each cluster keeps at least ``⌊balance·N/k⌋`` (capped at its size).
-        dbp_neighbors: l, the nearest other centroids in ``d_inter``.
-        dbp_temperature: τ of the softmax over complexities.
-        dbp_balance: lower bound share of the DBP quotas (``min(⌊balance·N/k⌋, n_j − 1)``).
-        dbp_min_cluster_size: clusters with fewer members (after SemDeDup) take the mean complexity of the others.
-        dbp_keep: within a cluster keep the ``hard``est (farthest from the centroid, default) or ``easy``est.
-        quality_by: ``quality`` strategy: rank by the sum of these criteria (e.g. ``[accuracy, coherence]``);
-            empty (default) ranks by ``quality_score``.
-        dataman_level: ``dataman_level`` strategy: keep documents whose ``quality_overall`` equals this.
-        stratify: quality strategies: strata by ``source`` and/or ``quality_domain`` (DataMan: source, then
-            domain), each with a quota proportional to its share of tokens; ``[]`` for none. A stratum short of
-            its quota is upsampled with replacement and the repeats are written to a ``repeat`` column.
-    """
-
-    strategy: Literal[
-        "none", "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp", "quality", "dataman_level"
-    ] = "none"  # fmt: skip
-    keep_fraction: float | None = Field(None, gt=0.0, le=1.0)
-    keep_count: int | None = Field(None, ge=0)
-    balance: float = Field(0.0, ge=0.0, le=1.0)
-    dbp_neighbors: int = Field(20, ge=1)
-    dbp_temperature: float = Field(0.5, gt=0.0)
-    dbp_balance: float = Field(0.5, ge=0.0, le=1.0)
-    dbp_min_cluster_size: int = Field(2, ge=1)
-    dbp_keep: Literal["hard", "easy"] = "hard"
-    quality_by: list[str] = Field(default_factory=list)
-    dataman_level: int = Field(5, ge=1, le=5)
-    stratify: list[Literal["source", "quality_domain"]] = Field(default_factory=lambda: ["source", "quality_domain"])
-
-    @field_validator("quality_by")
-    @classmethod
-    def _criteria(cls, v: list[str]) -> list[str]:
-        from winnow.scorers.base import CRITERIA
-
-        bad = [c for c in v if c not in CRITERIA]
-        if bad:
-            raise ValueError(f"unknown criteria {bad}; allowed: {', '.join(CRITERIA)}")
-        return v
-
-    @model_validator(mode="after")
-    def _target(self) -> PruneSection:
-        if self.keep_fraction is not None and self.keep_count is not None:
-            raise ValueError("prune.keep_fraction and prune.keep_count are exclusive: set one")
-        needs = self.strategy not in ("none", "semdedup", "dataman_level")
-        if needs and self.keep_fraction is None and self.keep_count is None:
-            raise ValueError(f"prune.strategy={self.strategy} needs prune.keep_fraction or prune.keep_count")
-        return self
-
-
-#: the stages ``winnow run`` executes, in order (``winnow.pipeline.stages.STAGES`` holds the classes)
-STAGE_NAMES = ("embed", "fit", "assign", "dedup", "score", "prune", "write")
-StageName = Literal["embed", "fit", "assign", "dedup", "score", "prune", "write"]
+def _no_gpu_stages(data: Any, where: str) -> Any:
+    """``gpu_stages`` was a hand-kept list; each stage now says whether it wants a GPU (``winnow stages``)."""
+    if isinstance(data, dict) and "gpu_stages" in data:
+        raise ValueError(
+            f"{where}.gpu_stages is no longer a setting: each stage declares whether it wants a GPU for the "
+            "current config (`winnow stages` lists them); remove the key"
+        )
+    return data
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$")
 
 
@@ -178,8 +125,8 @@ class RaySettings(Section):
             initialised in the calling process is used as it is.
         cpus_per_task: CPUs Ray reserves per task; torch uses as many threads unless ``executor.torch_threads``
             is set.
-        gpus_per_task: GPUs Ray reserves per task of the stages in ``gpu_stages`` (other stages reserve none).
-        gpu_stages: the stages that get ``gpus_per_task`` GPUs.
+        gpus_per_task: GPUs Ray reserves per task of the stages that want a GPU (``winnow stages`` shows which: embed
+            and fit unless their device is ``cpu``, score for the llm and student raters); other stages reserve none.
         mem_per_cpu_gb: memory Ray reserves per CPU of a task.
         max_concurrent: tasks in flight at once; ``null`` for no limit (the cluster's free resources decide).
     """
@@ -187,9 +134,13 @@ class RaySettings(Section):
     address: str | None = None
     cpus_per_task: float = Field(1, gt=0)
     gpus_per_task: float = Field(0, ge=0)
-    gpu_stages: list[StageName] = Field(default_factory=lambda: ["embed", "fit", "score"])
     mem_per_cpu_gb: float = Field(2, gt=0)
     max_concurrent: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        return _no_gpu_stages(data, "executor.ray")
 
 
 class SlurmSettings(Section):
@@ -198,13 +149,13 @@ class SlurmSettings(Section):
 
     Args:
         partition: the partition (required with ``kind: slurm``).
-        gpu_partition: the partition of the stages in ``gpu_stages`` when ``gpus_per_task > 0`` (default:
+        gpu_partition: the partition of the stages that want a GPU when ``gpus_per_task > 0`` (default:
             ``partition``).
         time: the time limit of one array task (``MM``, ``HH:MM:SS``, ``D-HH:MM:SS``, …).
         cpus_per_task: CPUs per array task; torch uses as many threads unless ``executor.torch_threads`` is set.
         mem_per_cpu_gb: memory per CPU, in GB.
-        gpus_per_task: GPUs per array task of the stages in ``gpu_stages`` (other stages ask for none).
-        gpu_stages: the stages that get ``gpus_per_task`` GPUs and ``gpu_partition``.
+        gpus_per_task: GPUs per array task of the stages that want a GPU (``winnow stages``; other stages ask for
+            none).
         max_array_size: tasks per job array, at most the cluster's ``MaxArraySize`` (1001 by default); a stage
             with more tasks is submitted as several arrays, each after the one before.
         max_concurrent: array tasks running at once (``--array=0-N%max_concurrent``); ``null`` for no limit.
@@ -223,7 +174,6 @@ class SlurmSettings(Section):
     cpus_per_task: int = Field(1, ge=1)
     mem_per_cpu_gb: int = Field(2, ge=1)
     gpus_per_task: int = Field(0, ge=0)
-    gpu_stages: list[StageName] = Field(default_factory=lambda: ["embed", "fit", "score"])
     max_array_size: int = Field(1001, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
     tasks_per_job: int = Field(1, ge=1)
@@ -232,6 +182,11 @@ class SlurmSettings(Section):
     env_command: str | None = None
     srun: bool = True
     sbatch_args: dict[str, str | int] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        return _no_gpu_stages(data, "executor.slurm")
 
     @field_validator("time", mode="before")
     @classmethod

@@ -136,14 +136,14 @@ def build_executor(
                 logging_dir=logging_dir,
                 skip_completed=not overwrite,
                 cpus_per_task=rs.cpus_per_task,
-                gpus_per_task=rs.gpus_per_task if stage.name in rs.gpu_stages else 0,
+                gpus_per_task=rs.gpus_per_task if stage.wants_gpu(cfg) else 0,
                 mem_per_cpu_gb=rs.mem_per_cpu_gb,
             )
         finally:
             logger.enable("datatrove.executor.ray")
     if kind == "slurm":
         ss = cfg.executor.slurm
-        gpu = ss.gpus_per_task > 0 and stage.name in ss.gpu_stages
+        gpu = ss.gpus_per_task > 0 and stage.wants_gpu(cfg)
         prefix = ss.job_name or f"winnow-{cfg.run.name or os.path.basename(run.path.rstrip('/')) or 'run'}"
         return WinnowSlurmExecutor(
             pipeline=[stage],

@@ -105,7 +105,13 @@ def reference(tmp_path_factory):
 
 def test_executor_kinds_and_their_settings_validate():
     cfg = load_config(None, ["executor.kind=ray", "executor.ray.address=auto", "executor.ray.gpus_per_task=1"])
-    assert cfg.executor.ray.address == "auto" and cfg.executor.ray.gpu_stages == ["embed", "fit", "score"]
+    assert cfg.executor.ray.address == "auto"
+    # each stage says whether it wants a GPU for this config (no hand-kept list in the executor settings)
+    assert [n for n in STAGES if STAGES[n].wants_gpu(cfg)] == ["embed", "fit"]  # heuristic rater: CPU
+    llm = load_config(None, ["score.backend=llm", "score.llm.endpoint=http://127.0.0.1:1/v1", "score.llm.model_name=m"])
+    assert [n for n in STAGES if STAGES[n].wants_gpu(llm)] == ["embed", "fit", "score"]
+    cpu = load_config(None, ["embed.device=cpu", "cluster.device=cpu", "score.backend=student", "score.student.model_dir=x"])
+    assert [n for n in STAGES if STAGES[n].wants_gpu(cpu)] == []
     cfg = load_config(None, ["executor.kind=slurm", "executor.slurm.partition=p", "executor.slurm.time='1-12:00:00'"])
     assert cfg.executor.slurm.partition == "p" and cfg.executor.slurm.max_array_size == 1001
     assert cfg.fingerprint() == load_config(None).fingerprint()  # the executor never changes outputs
@@ -115,7 +121,8 @@ def test_executor_kinds_and_their_settings_validate():
         (["executor.slurm.time=2h"], "executor.slurm.time"),
         (["executor.slurm.time=2:00:00"], "as a quoted string"),
         (["executor.slurm.sbatch_args={array: 0-3}"], "executor.slurm.sbatch_args"),
-        (["executor.ray.gpu_stages=[embedding]"], "executor.ray.gpu_stages"),
+        (["executor.ray.gpu_stages=[embed]"], "executor.ray.gpu_stages is no longer a setting"),
+        (["executor.slurm.gpu_stages=[embed]"], "executor.slurm.gpu_stages is no longer a setting"),
         (["executor.ray.nodes=2"], "executor.ray.nodes: unknown key; allowed keys here: address"),
         (["executor.slurm.cpus_per_task=0"], "executor.slurm.cpus_per_task"),
     ]:
@@ -465,7 +472,7 @@ def test_slurm_chain_is_submitted_then_collected(fake_slurm, reference, tmp_path
     for stage in RUN:
         script = (out / "logs" / stage / "launch_script.slurm").read_text()
         lines = set(script.splitlines())
-        gpu = stage in ("embed", "fit", "score")
+        gpu = STAGES[stage].wants_gpu(cfg)  # embed and fit here (the heuristic rater needs no GPU)
         assert ("#SBATCH --partition=gpu" in lines, "#SBATCH --gpus=1" in lines) == (gpu, gpu), stage
         assert "#SBATCH --partition=cpu" in lines or gpu
         assert {"#SBATCH --array=0-0%2", "#SBATCH --kill-on-invalid-dep=yes", "#SBATCH --account=proj42"} <= lines

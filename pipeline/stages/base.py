@@ -1,0 +1,288 @@
+"""The stage base classes and the stage registry.
+
+Per-shard stages as datatrove ``PipelineStep``s.
+
+A ``ShardStage`` processes the shards ``shards[rank::world_size]`` of its task (one task per shard by default):
+for each it skips the shard if its completion marker exists, else reads it through ``ShardReader``, writes its
+outputs atomically, its rejects to ``rejects/<stem>.parquet``, its stats to ``stats/<stage>/<stem>.json`` and
+finally its marker. A shard that fails is recorded under ``failures/<stage>/`` and the task goes on, so the run
+can list every failed shard at the end instead of stopping at the first.
+
+Subclasses implement ``process_shard`` only; reading, rejects, stats, timing and markers live here.
+
+A stage registers itself with ``@register_stage(order=N)``: ``STAGES`` lists them in the order ``winnow run``
+executes them (by ``order``), and the CLI, the runner and the executors' GPU placement read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from datatrove.pipeline.base import PipelineStep
+from loguru import logger
+from tqdm.auto import tqdm
+from winnow.core.errors import CurationError
+from winnow.core.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader
+from winnow.core.registry import Registry
+from winnow.core.rundir import RunDir
+from winnow.core.stats import ShardStats
+from winnow.embedding.embed import model_label
+from winnow.pipeline.config import WinnowConfig
+
+import winnow
+
+#: every registered stage, in the order ``winnow run`` executes them
+STAGES: Registry[type[Stage]] = Registry("stage", "stages", ordered=True)
+
+
+def register_stage(order: int) -> Callable[[type[Stage]], type[Stage]]:
+    """Class decorator: register a stage under its ``name`` at position ``order`` of ``winnow run``."""
+
+    def add(cls: type[Stage]) -> type[Stage]:
+        return STAGES.register(cls.name, order=order, needs=cls.needs, writes=cls.writes)(cls)
+
+    return add
+
+
+def provenance(cfg: WinnowConfig, stage: str) -> dict[str, str]:
+    """Key/value metadata stored in every parquet file winnow writes."""
+    return {
+        "winnow.version": winnow.__version__,
+        "winnow.config_hash": cfg.fingerprint(),
+        "winnow.model": model_label(cfg.embed.model),
+        "winnow.stage": stage,
+    }
+
+
+class RejectSink:
+    """Streams reject records of one shard to ``rejects/<stem>.parquet``; removes a stale file if none.
+
+    Every stage that reads a shard validates it the same way and writes the same rejects (stage ``read`` in the
+    metadata), so whichever stage wrote them last, the file's bytes are the same.
+    """
+
+    def __init__(self, run: RunDir, shard: Shard, metadata: dict[str, str]):
+        self.url = run.url_of("rejects", f"{shard.stem}.parquet")
+        self.run, self.shard, self.metadata = run, shard, metadata
+        self.writer: AtomicParquetWriter | None = None
+
+    def add(self, rejects: list[dict[str, Any]]) -> None:
+        if not rejects:
+            return
+        if self.writer is None:
+            self.writer = AtomicParquetWriter(
+                self.url, REJECT_SCHEMA, self.metadata, storage_options=self.run.storage_options
+            )
+        self.writer.write(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+
+    def __enter__(self) -> RejectSink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(exc_type, exc, tb)
+        elif exc_type is None:
+            self.run.remove(f"rejects/{self.shard.stem}.parquet")
+
+
+class Stage(PipelineStep):
+    """Base of every stage: a list of work units (shards, cluster buckets, or one global unit).
+
+    A task takes ``units()[rank::world_size]`` (one task per unit by default). A unit is skipped when its
+    completion marker holds this stage's config fingerprint; otherwise it runs, writes its outputs atomically,
+    its stats to ``stats/<stage>/<unit>.json`` and its marker last. A unit that fails is recorded under
+    ``failures/<stage>/`` and the task goes on.
+
+    Args:
+        cfg: the validated config.
+        run_dir: the run directory URL.
+        shards: every input shard of the run.
+        overwrite: redo units whose completion marker exists.
+        progress: show per-unit progress bars (sensible with one worker in the main process).
+    """
+
+    type = "winnow"
+    name: ClassVar[str] = "stage"
+    #: stages whose outputs this one always reads (documentation and ``winnow stages``; optional reads are
+    #: checked where they happen)
+    needs: ClassVar[tuple[str, ...]] = ()
+    #: what it writes in the run directory
+    writes: ClassVar[tuple[str, ...]] = ()
+    #: config sections / fields whose values change this stage's outputs (and those of the stages before it)
+    config_keys: ClassVar[list[str]] = ["io", "embed"]
+    #: whether the outputs depend on the whole list of input shards (global steps and everything after them)
+    uses_shard_list: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        cfg: WinnowConfig,
+        run_dir: str,
+        shards: list[Shard],
+        overwrite: bool = False,
+        progress: bool = False,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.run_dir = RunDir(run_dir, cfg.io.storage_options)
+        self.shards = shards
+        self.overwrite = overwrite
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return f"winnow: {self.name}"
+
+    @classmethod
+    def fingerprint_for(cls, cfg: WinnowConfig, shards: list[Shard]) -> str:
+        extra = [s.url for s in shards] if cls.uses_shard_list else None
+        return cfg.fingerprint(cls.config_keys, extra=extra)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.fingerprint_for(self.cfg, self.shards)
+
+    def units(self) -> list[str]:
+        return ["all"]
+
+    def marker(self, unit: str, fingerprint: str | None = None) -> str:
+        """What a unit's completion marker holds: the stage's config fingerprint."""
+        return fingerprint or self.fingerprint
+
+    def setup(self) -> None:
+        """Load models / indexes. Called once per task before the first unit that needs work."""
+
+    def teardown(self) -> None:
+        """Free what ``setup`` took (tokenizer processes, HTTP sessions, GPU memory). Called once per task after
+        its last unit, if ``setup`` ran."""
+
+    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Iterator[Any]:
+        if data:
+            yield from data
+        ready = False
+        fp = self.fingerprint
+        try:
+            for unit in self.units()[rank::world_size]:
+                if not self.overwrite and self.run_dir.is_complete(self.name, unit, self.marker(unit, fp)):
+                    logger.info(f"{self.name}: {unit} already complete, skipped")
+                    self.stat_update("units_skipped")
+                    continue
+                if not ready:
+                    self.setup()
+                    ready = True
+                self._run_unit(unit, fp)
+        finally:
+            if ready:
+                self.teardown()
+
+    def _run_unit(self, unit: str, fp: str) -> None:
+        stats = ShardStats(shards=1)
+        t0 = time.perf_counter()
+        self.run_dir.remove(f"failures/{self.name}/{unit}.json")
+        try:
+            with self.track_time():
+                self.process_unit(unit, stats)
+            stats.seconds = time.perf_counter() - t0
+            stats.check(f"{self.name} {unit}")
+        except Exception as e:  # noqa: BLE001 - recorded, listed at the end of the run
+            logger.error(f"{self.name}: {unit} failed: {type(e).__name__}: {e}")
+            logger.opt(exception=e).debug("traceback")  # the task's log file keeps it
+            self.stat_update("units_failed")
+            self.run_dir.write_failure(
+                self.name,
+                unit,
+                {"unit": unit, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()},
+            )
+            return
+        self.run_dir.write_stats(self.name, unit, stats)
+        self.run_dir.mark_complete(self.name, unit, self.marker(unit, fp))
+        self.stat_update("units_done")
+        self.stat_update("docs_kept", value=stats.kept)
+        self.stat_update("docs_rejected", value=stats.rejected)
+        rate = stats.kept / stats.seconds if stats.seconds else 0.0
+        logger.info(
+            f"{self.name}: {unit}: input={stats.input} kept={stats.kept} dropped={stats.dropped} "
+            f"rejected={stats.rejected} in {stats.seconds:.1f}s ({rate:.1f} docs/s)"
+        )
+
+    @abstractmethod
+    def process_unit(self, unit: str, stats: ShardStats) -> None:
+        """Do this stage's work on one unit, counting into ``stats``."""
+
+    @classmethod
+    def wants_gpu(cls, cfg: WinnowConfig) -> bool:
+        """Whether this stage's tasks should get a GPU under ``cfg`` (executors place tasks by this)."""
+        return False
+
+    def require(self, name: str) -> None:
+        """Raise unless every unit of the earlier stage ``name`` completed under the current config."""
+        probe = STAGES[name](self.cfg, self.run_dir.url, self.shards)
+        fp = probe.fingerprint
+        missing = [u for u in probe.units() if not self.run_dir.is_complete(name, u, probe.marker(u, fp))]
+        if missing:
+            msg = (
+                f"stage {self.name} needs the outputs of stage {name} for the current config, but "
+                f"{len(missing)} of its units are missing or stale (e.g. {missing[0]}): run `winnow {name}` "
+                "(or `winnow run`) first"
+            )
+            raise CurationError(msg)
+
+    def completed(self, name: str) -> bool:
+        """Whether the earlier stage ``name`` completed under the current config (``require`` without raising)."""
+        try:
+            self.require(name)
+            return True
+        except CurationError:
+            return False
+
+    def provenance(self) -> dict[str, str]:
+        """The metadata of the files this stage writes."""
+        return provenance(self.cfg, self.name)
+
+    def writer(self, rel: str, schema: pa.Schema | None = None) -> AtomicParquetWriter:
+        """An atomic parquet writer for ``<run>/<rel>`` with provenance metadata and the io settings."""
+        return AtomicParquetWriter(
+            self.run_dir.url_of(rel),
+            schema,
+            self.provenance(),
+            compression=self.cfg.io.compression,
+            row_group_size=self.cfg.io.row_group_size,
+            storage_options=self.cfg.io.storage_options,
+        )
+
+
+class ShardStage(Stage):
+    """A stage with one unit per input shard; subclasses implement ``process_shard``."""
+
+    def units(self) -> list[str]:
+        return [s.stem for s in self.shards]
+
+    def marker(self, unit: str, fingerprint: str | None = None) -> str:
+        """The config fingerprint plus a hash of the shard's URL: another file under the same name is redone."""
+        url = next(s.url for s in self.shards if s.stem == unit)
+        return f"{fingerprint or self.fingerprint}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+    def process_unit(self, unit: str, stats: ShardStats) -> None:
+        shard = next(s for s in self.shards if s.stem == unit)
+        self.process_shard(shard, stats)
+
+    @abstractmethod
+    def process_shard(self, shard: Shard, stats: ShardStats) -> None:
+        """This stage's work on one shard (rejects are counted by ``read``; count kept/dropped here)."""
+
+    def read(self, shard: Shard, stats: ShardStats, rejects: RejectSink) -> Iterator[ReadBatch]:
+        """Validated batches of ``shard``; rejects go to ``rejects`` and are counted in ``stats``."""
+        bar = tqdm(desc=f"{self.name} {shard.stem}", unit="doc", disable=not self.progress, leave=False)
+        try:
+            for batch in ShardReader(shard, self.cfg.io):
+                rejects.add(batch.rejects)
+                stats.add_rejects(batch.rejects)
+                stats.input += batch.table.num_rows
+                bar.update(batch.table.num_rows + len(batch.rejects))
+                yield batch
+        finally:
+            bar.close()

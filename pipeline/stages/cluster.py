@@ -1,0 +1,154 @@
+"""The clustering stages: ``fit`` (spherical k-means on a sample) and ``assign`` (every vector to a centroid)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+from loguru import logger
+from winnow.clustering.kmeans import SphericalKMeans, assign
+from winnow.core.io import Shard
+from winnow.core.layout import arrow_to_vectors, bucket_name, read_parquet
+from winnow.core.stats import ShardStats
+from winnow.pipeline.config import WinnowConfig
+from winnow.pipeline.stages.base import ShardStage, Stage, register_stage
+
+_CLUSTER_KEYS = ["io", "embed", "cluster", "run.seed"]
+
+
+def fit_hashes(ids: list[str], seed: int) -> np.ndarray:
+    """A 64-bit hash of (seed, id) per id: the k-means sample is chosen by it, independent of shards and order."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little") for i in ids],
+        dtype=np.uint64,
+    )
+
+
+@register_stage(order=200)
+class FitStage(Stage):
+    """Fits spherical k-means on a sample of the embeddings; writes ``centroids.npy`` and ``kmeans.json``."""
+
+    name = "fit"
+    needs = ("embed",)
+    writes = ("centroids.npy", "kmeans.json")
+    config_keys = _CLUSTER_KEYS
+    uses_shard_list = True
+
+    @classmethod
+    def wants_gpu(cls, cfg: WinnowConfig) -> bool:
+        return cfg.cluster.device != "cpu"
+
+    def process_unit(self, unit: str, stats: ShardStats) -> None:
+        self.require("embed")
+        cc = self.cfg.cluster
+        seed = self.cfg.cluster_seed
+        # pass 1, ids only: the sample (hash below fit_fraction), then at most the k x max_points_per_centroid
+        # points k-means trains on (the smallest hashes), so memory is bounded by that cap, not by the corpus
+        cap = cc.k * cc.max_points_per_centroid
+        rows, hashes = [], []
+        for i, shard in enumerate(self.shards):
+            ids = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet", [self.cfg.io.id_field])
+            h = fit_hashes(ids.column(0).to_pylist(), seed)
+            stats.input += len(h)
+            stats.kept += len(h)
+            member = np.arange(len(h)) if cc.fit_fraction >= 1.0 else np.nonzero(h / 2.0**64 < cc.fit_fraction)[0]
+            rows.append(np.stack([np.full(len(member), i), member], axis=1))
+            hashes.append(h[member])
+        chosen = np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
+        h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+        stats.count("fit_sample", len(h))
+        if len(h) > cap:
+            chosen = chosen[np.sort(np.argpartition(h, cap - 1)[:cap])]
+        # pass 2: the chosen vectors, shard by shard
+        parts = []
+        bounds = np.searchsorted(chosen[:, 0], np.arange(len(self.shards) + 1))  # chosen is sorted by shard
+        for i, shard in enumerate(self.shards):
+            take = chosen[bounds[i] : bounds[i + 1], 1]
+            if len(take):
+                column = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet", ["embedding"]).column(0)
+                parts.append(arrow_to_vectors(column)[take])
+        x = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+        del parts
+        km = SphericalKMeans(
+            cc.k, niter=cc.niter, seed=seed, max_points_per_centroid=cc.max_points_per_centroid,
+            backend=cc.backend, device=cc.device, nredo=cc.nredo,
+        )  # fmt: skip
+        result = km.fit(x, overwrite_input=True)  # x is this stage's own copy: no second one
+        stats.count("fit_train_points", result.n_train)
+        buf = io.BytesIO()
+        np.save(buf, result.centroids)
+        self.run_dir.write_bytes("centroids.npy", buf.getvalue())
+        info = {
+            "k": cc.k, "niter": cc.niter, "nredo": cc.nredo, "seed": seed,
+            "backend": result.backend, "device": result.device,
+            "n_documents": stats.input, "n_sample": int(len(x)), "n_train": result.n_train,
+            "max_points_per_centroid": cc.max_points_per_centroid, "objective": result.objective,
+            "seconds": result.seconds,
+        }  # fmt: skip
+        self.run_dir.write_text("kmeans.json", json.dumps(info, indent=2))
+        logger.info(
+            f"fit: k={cc.k} on {result.n_train} of {stats.input} documents ({result.backend}/{result.device}), "
+            f"objective {result.objective[0] if result.objective else float('nan'):.2f} -> "
+            f"{result.objective[-1] if result.objective else float('nan'):.2f} in {result.seconds:.2f}s"
+        )
+
+
+ASSIGN_SCHEMA_FIELDS = [("cluster_id", pa.int32()), ("dist_to_centroid", pa.float32())]
+
+
+@register_stage(order=300)
+class AssignStage(ShardStage):
+    """Assigns every document to its nearest centroid.
+
+    Writes ``assignments/<stem>.parquet`` (id, cluster_id, dist_to_centroid; row-aligned with the embeddings)
+    and, for SemDeDup, ``buckets/<bucket>/<stem>.parquet`` (stem, pos, id, cluster_id, dist_to_centroid,
+    embedding) with ``bucket = cluster_id % cluster.n_buckets``.
+    """
+
+    name = "assign"
+    needs = ("fit",)
+    writes = ("assignments/<stem>.parquet", "buckets/<bucket>/<stem>.parquet")
+    config_keys = _CLUSTER_KEYS
+    uses_shard_list = True
+
+    def setup(self) -> None:
+        self.require("fit")
+        self.centroids = np.load(io.BytesIO(self.run_dir.read_bytes("centroids.npy")))
+
+    def process_shard(self, shard: Shard, stats: ShardStats) -> None:
+        cc = self.cfg.cluster
+        id_f = self.cfg.io.id_field
+        for b in range(cc.n_buckets):  # a rerun under new centroids must not leave rows in other buckets
+            self.run_dir.remove(f"buckets/{bucket_name(b)}/{shard.stem}.parquet")
+        table = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet")
+        vecs = arrow_to_vectors(table.column("embedding"))
+        labels, dist = assign(vecs, self.centroids, backend=cc.backend, device=cc.device)
+        n = len(labels)
+        ids = table.column(id_f)
+        out = pa.table(
+            [ids, pa.array(labels, pa.int32()), pa.array(dist, pa.float32())],
+            names=[id_f, "cluster_id", "dist_to_centroid"],
+        )
+        with self.writer(f"assignments/{shard.stem}.parquet") as w:
+            w.write(out)
+        pos = np.arange(n, dtype=np.int64)
+        buckets = labels % cc.n_buckets
+        for b in np.unique(buckets):
+            sel = np.flatnonzero(buckets == b)
+            part = pa.table(
+                {
+                    "stem": pa.array([shard.stem] * len(sel), pa.string()),
+                    "pos": pa.array(pos[sel]),
+                    id_f: ids.take(pa.array(sel)),
+                    "cluster_id": pa.array(labels[sel], pa.int32()),
+                    "dist_to_centroid": pa.array(dist[sel], pa.float32()),
+                    "embedding": table.column("embedding").take(pa.array(sel)),
+                }
+            )
+            with self.writer(f"buckets/{bucket_name(int(b))}/{shard.stem}.parquet") as w:
+                w.write(part)
+        stats.input += n
+        stats.kept += n
