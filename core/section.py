@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
@@ -16,7 +18,46 @@ def _one_or_many(v: Any) -> Any:
 StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
 
 
+_ARG = re.compile(r"^ {4}(\w+): (.*)$")
+
+
+def docstring_args(doc: str | None) -> dict[str, str]:
+    """``{name: text}`` from the ``Args:`` block of a Google-style docstring (continuation lines joined)."""
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    if "Args:" not in lines:
+        return out
+    name = None
+    for line in lines[lines.index("Args:") + 1 :]:
+        if line and not line.startswith("    "):
+            break  # the next block
+        m = _ARG.match(line)
+        if m:
+            name = m.group(1)
+            out[name] = m.group(2).strip()
+        elif name and line.strip():
+            out[name] += " " + line.strip()
+    return out
+
+
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable once validated."""
+    """Base of every config section: unknown keys are errors, values are immutable once validated.
+
+    A field's help text is written once, in the section's ``Args:`` docstring block, and becomes the field's
+    ``description`` (what ``winnow config --schema`` prints); a ``Field(description=...)`` given explicitly wins.
+    ``tests/pipeline/test_config.py`` checks that every field has one.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        docs = docstring_args(cls.__doc__)
+        changed = False
+        for name, info in cls.model_fields.items():
+            if not info.description and name in docs:
+                info.description = docs[name]
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True, raise_errors=False)

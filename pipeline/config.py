@@ -236,7 +236,19 @@ class ExecutorSection(Section):
 
 
 class WinnowConfig(Section):
-    """The whole configuration: sections run, io, embed, cluster, dedup, score, prune, mix and executor."""
+    """The whole configuration.
+
+    Args:
+        run: run-wide settings (name, seed).
+        io: where shards come from and go, and how they are read.
+        embed: the embedding model and how it runs.
+        cluster: spherical k-means over the embeddings.
+        dedup: SemDeDup within clusters.
+        score: DataMan-style quality and domain scoring (rater backend).
+        prune: turning scores into keep decisions (strategy and target).
+        mix: the mixture planner (scaling law, pools, budget, end-of-training upsampling).
+        executor: where the stages run: local processes, Ray or Slurm (datatrove executors).
+    """
 
     run: RunSection = Field(default_factory=RunSection)
     io: IOSection = Field(default_factory=IOSection)

@@ -102,10 +102,11 @@ def ray_init(cfg: WinnowConfig) -> bool:
     return True
 
 
-def build_executor(
-    stage: Stage, cfg: WinnowConfig, run: RunDir, n_tasks: int, overwrite: bool, depends_job_id: str | None = None
-):
+def build_executor(stage: Stage, cfg: WinnowConfig, run: RunDir, n_tasks: int, depends_job_id: str | None = None):
     """The datatrove executor of ``executor.kind`` for one stage: ``n_tasks`` tasks, logs under ``logs/<stage>``.
+
+    Every task runs (``skip_completed=False``): the runner hands over only the units that are not complete by
+    winnow's own markers, so datatrove's per-rank completion files are never consulted.
 
     Args:
         depends_job_id: ``slurm`` only: the job this stage's array waits for (``--dependency=afterok:ID``).
@@ -118,7 +119,7 @@ def build_executor(
             tasks=n_tasks,
             workers=min(cfg.executor.workers, n_tasks),
             logging_dir=logging_dir,
-            skip_completed=not overwrite,
+            skip_completed=False,
             start_method=cfg.executor.start_method,
             log_level=logs.log_level(),
         )
@@ -134,7 +135,7 @@ def build_executor(
                 tasks=n_tasks,
                 workers=rs.max_concurrent or -1,
                 logging_dir=logging_dir,
-                skip_completed=not overwrite,
+                skip_completed=False,
                 cpus_per_task=rs.cpus_per_task,
                 gpus_per_task=rs.gpus_per_task if stage.wants_gpu(cfg) else 0,
                 mem_per_cpu_gb=rs.mem_per_cpu_gb,
@@ -162,7 +163,7 @@ def build_executor(
             depends_job_id=depends_job_id,
             job_id_retriever=SbatchJobIds(),
             logging_dir=logging_dir,
-            skip_completed=not overwrite,
+            skip_completed=False,
             tasks_per_job=ss.tasks_per_job,
             with_srun=ss.srun,
         )
@@ -250,15 +251,6 @@ def _progress_monitor(run: RunDir, stage: str, stems: list[str], enabled: bool):
     return stop, (t, bar, wanted)
 
 
-def _reset_rank_completions(run: RunDir, stage: str, units: list[str], fingerprint: str) -> None:
-    """datatrove's completions are per rank; ranks map to units only for the same unit list and config."""
-    listing = json.dumps({"fingerprint": fingerprint, "units": units}, indent=0)
-    rel = f"logs/{stage}/shards.json"
-    if run.exists(rel) and run.read_text(rel) != listing:
-        run.remove(f"logs/{stage}/completions", recursive=True)
-    run.write_text(rel, listing)
-
-
 def prepare_run_dir(cfg: WinnowConfig, run: RunDir) -> None:
     """Write ``config.resolved.yaml`` (the config of the latest invocation; each stage's completion markers hold
     the fingerprint of the config values it depends on, so a changed value redoes exactly the stages it affects)."""
@@ -281,85 +273,23 @@ def run_pipeline(
         ShardError: some shards failed (after every other shard of the stage finished); they are listed.
         RejectsFoundError: ``fail_on_reject`` and some input was rejected.
     """
-    if not cfg.io.output:
-        raise ConfigError("no output given: pass --output DIR or set io.output in the config")
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; allowed: {', '.join(STAGES)}")
-    if progress is None:
-        progress = sys.stderr.isatty()
+    _check_request(cfg, stages)
     t0 = time.perf_counter()
     shards = list_shards(cfg.io.input, cfg.io.storage_options)
     run = RunDir(cfg.io.output, cfg.io.storage_options)
-    kind = cfg.executor.kind
-    if kind == "slurm":
-        _check_slurm_chain(run)
-    prepare_run_dir(cfg, run)
-    stale = run.remove_stale_temps()  # left by a killed earlier attempt; nothing of this run is running now
-    if stale:
-        logger.info(f"removed {len(stale)} temporary file(s) left by an interrupted run, e.g. {stale[0]}")
+    _prepare(cfg, run)
     cfg = task_config(cfg)
-    result = RunResult(run_dir=run.url, shards=shards)
-    in_process = kind == "local" and cfg.executor.workers == 1
-    started_ray = kind == "ray" and ray_init(cfg)
-    last_job: str | None = None  # slurm: the job the next stage's array depends on
+    ctx = _RunContext(cfg, run, shards, overwrite, sys.stderr.isatty() if progress is None else progress)
+    started_ray = cfg.executor.kind == "ray" and ray_init(cfg)
     try:
         for name in stages:
-            stage = STAGES[name](cfg, run.url, shards, overwrite=overwrite, progress=progress and in_process)
-            units = stage.units()
-            if not units:  # e.g. score with score.backend=none
-                continue
-            fp = stage.fingerprint
-            if overwrite:
-                run.clear_completions(name)
-            _reset_rank_completions(run, name, units, fp)
-            # datatrove skips a rank whose completion exists; winnow's own marker is the truth (an interrupted
-            # --overwrite, a marker deleted by hand, a failed unit): drop datatrove's where winnow's is not valid
-            for i, unit in enumerate(units):
-                if not run.is_complete(name, unit, stage.marker(unit, fp)):
-                    run.remove(f"logs/{name}/completions/{i:05d}")
-            executor = build_executor(stage, cfg, run, len(units), overwrite, depends_job_id=last_job)
-            if kind == "slurm":
-                _warn_previous_failures(run, name, units)
-                executor.launch_job()  # submits an array for the incomplete units, or nothing
-                if executor.job_id_retriever.ids:
-                    result.jobs[name] = list(executor.job_id_retriever.ids)
-                    last_job = executor.job_id
-                if result.jobs:  # this stage (or one before it) is queued: nothing to collect yet
-                    continue
-            else:
-                stop, monitor = _progress_monitor(run, name, units, progress and not in_process and len(units) > 1)
-                try:
-                    executor.run()
-                finally:
-                    stop.set()
-                    if monitor:
-                        t, bar, wanted = monitor
-                        t.join()
-                        bar.n = len(wanted.intersection(run.listdir(f"completions/{name}")))
-                        bar.close()
-            failures = {k: v for k, v in run.failures(name).items() if k in set(units)}
-            for unit in failures:  # let datatrove rerun the rank of a failed unit next time
-                run.remove(f"logs/{name}/completions/{units.index(unit):05d}")
-            result.stages[name] = run.read_stats(name, units)
-            result.failures.update({f"{name}:{k}": v for k, v in failures.items()})
-            write_stats_json(run, result)
-            if failures:
-                listing = "\n".join(f"  {k}: {v['error']}" for k, v in sorted(failures.items()))
-                raise ShardError(run.url, f"stage {name}: {len(failures)} unit(s) failed:\n{listing}")
-            # a task that died without recording a failure (killed worker, a Ray task error, setup() raising)
-            missing = [u for u in units if not run.is_complete(name, u, stage.marker(u, fp))]
-            if missing:
-                raise ShardError(
-                    run.url,
-                    f"stage {name}: {len(missing)} unit(s) did not complete (e.g. {missing[0]}); see the task logs "
-                    f"in {run.url_of('logs', name, 'logs')}",
-                )
+            _run_stage(ctx, name)
     finally:
         if started_ray:
-            import ray
+            import ray  # only with executor.kind=ray (an optional extra)
 
             ray.shutdown()
+    result = ctx.result
     result.seconds = time.perf_counter() - t0
     write_stats_json(run, result)
     if result.jobs:
@@ -370,6 +300,116 @@ def run_pipeline(
             f"{result.rejected} input record(s) rejected (--fail-on-reject); see {run.url_of('rejects')}"
         )
     return result
+
+
+@dataclass
+class _RunContext:
+    """What every stage of one ``run_pipeline`` call shares."""
+
+    cfg: WinnowConfig
+    run: RunDir
+    shards: list[Shard]
+    overwrite: bool
+    progress: bool
+    result: RunResult = field(init=False)
+    #: slurm: the job the next stage's array depends on
+    last_job: str | None = None
+
+    def __post_init__(self) -> None:
+        self.result = RunResult(run_dir=self.run.url, shards=self.shards)
+
+    @property
+    def in_process(self) -> bool:
+        return self.cfg.executor.kind == "local" and self.cfg.executor.workers == 1
+
+
+def _check_request(cfg: WinnowConfig, stages: list[str]) -> None:
+    if not cfg.io.output:
+        raise ConfigError("no output given: pass --output DIR or set io.output in the config")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; allowed: {', '.join(STAGES)}")
+
+
+def _prepare(cfg: WinnowConfig, run: RunDir) -> None:
+    """Refuse a queued Slurm chain, write the resolved config, remove temporary files of killed attempts."""
+    if cfg.executor.kind == "slurm":
+        _check_slurm_chain(run)
+    prepare_run_dir(cfg, run)
+    stale = run.remove_stale_temps()  # left by a killed earlier attempt; nothing of this run is running now
+    if stale:
+        logger.info(f"removed {len(stale)} temporary file(s) left by an interrupted run, e.g. {stale[0]}")
+
+
+def _run_stage(ctx: _RunContext, name: str) -> None:
+    """One stage: hand its incomplete units to the executor, then collect stats and failures.
+
+    winnow's per-unit markers are the only completion record: datatrove runs with ``skip_completed=False`` on
+    exactly the units whose marker is missing or stale (its task ``rank`` indexes that list), so its own
+    completion files are never read and never need deleting.
+    """
+    cfg, run = ctx.cfg, ctx.run
+    stage = STAGES[name](cfg, run.url, ctx.shards, overwrite=ctx.overwrite, progress=ctx.progress and ctx.in_process)
+    units = stage.units()
+    if not units:  # e.g. score with score.backend=none
+        return
+    fp = stage.fingerprint
+    if ctx.overwrite:
+        run.clear_completions(name)
+    stage.todo = [u for u in units if not run.is_complete(name, u, stage.marker(u, fp))]
+    if stage.todo:
+        executor = build_executor(stage, cfg, run, len(stage.todo), depends_job_id=ctx.last_job)
+        if cfg.executor.kind == "slurm":
+            _submit(ctx, name, executor, stage.todo)
+        else:
+            _execute(ctx, name, executor, stage.todo)
+    if ctx.result.jobs:  # this stage (or one before it) is queued on Slurm: nothing to collect yet
+        return
+    _collect(ctx, name, stage, units, fp)
+
+
+def _submit(ctx: _RunContext, name: str, executor: Any, todo: list[str]) -> None:
+    _warn_previous_failures(ctx.run, name, todo)
+    executor.launch_job()  # one array over the incomplete units
+    if executor.job_id_retriever.ids:
+        ctx.result.jobs[name] = list(executor.job_id_retriever.ids)
+        ctx.last_job = executor.job_id
+
+
+def _execute(ctx: _RunContext, name: str, executor: Any, todo: list[str]) -> None:
+    show = ctx.progress and not ctx.in_process and len(todo) > 1
+    stop, monitor = _progress_monitor(ctx.run, name, todo, show)
+    try:
+        executor.run()
+    finally:
+        stop.set()
+        if monitor:
+            t, bar, wanted = monitor
+            t.join()
+            bar.n = len(wanted.intersection(ctx.run.listdir(f"completions/{name}")))
+            bar.close()
+
+
+def _collect(ctx: _RunContext, name: str, stage: Stage, units: list[str], fp: str) -> None:
+    """Merge the stage's per-unit stats; raise if a unit failed or did not complete."""
+    run, result = ctx.run, ctx.result
+    incomplete = {u for u in units if not run.is_complete(name, u, stage.marker(u, fp))}
+    # a failure record counts only while its unit is still incomplete (a later attempt may have succeeded)
+    failures = {k: v for k, v in run.failures(name).items() if k in incomplete}
+    result.stages[name] = run.read_stats(name, units)
+    result.failures.update({f"{name}:{k}": v for k, v in failures.items()})
+    write_stats_json(run, result)
+    if failures:
+        listing = "\n".join(f"  {k}: {v['error']}" for k, v in sorted(failures.items()))
+        raise ShardError(run.url, f"stage {name}: {len(failures)} unit(s) failed:\n{listing}")
+    # a task that died without recording a failure (killed worker, a Ray task error, setup() raising)
+    missing = [u for u in units if u in incomplete]
+    if missing:
+        raise ShardError(
+            run.url,
+            f"stage {name}: {len(missing)} unit(s) did not complete (e.g. {missing[0]}); see the task logs "
+            f"in {run.url_of('logs', name, 'logs')}",
+        )
 
 
 def _warn_previous_failures(run: RunDir, stage: str, units: list[str]) -> None:

@@ -8,25 +8,97 @@ rejects with ``--fail-on-reject``, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 from winnow.core.cli_util import exit_on_error
 from winnow.core.io import list_shards
 from winnow.pipeline.config import WinnowConfig, load_config
 
 import winnow
 
+#: sub-commands imported only when they run (``winnow --help`` must not import the report, the laws' scipy fits or
+#: the mixer): name -> (module, attribute: a typer command function or a Typer app, one-line help)
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "mix": ("winnow.pipeline.cli.mix", "mix_command", "Plan the training mixture of a run for a token budget."),
+    "report": (
+        "winnow.pipeline.report.report", "report_command", "Pruning curves of a finished run, per strategy.",
+    ),
+    "train-student": (
+        "winnow.pipeline.cli.student", "train_student_command",
+        "Train the student rater on LLM ratings of a run's documents.",
+    ),
+    "laws": (
+        "winnow.pipeline.cli.laws", "laws_app",
+        "Scaling-law calculator: Goyal et al. utility, Muennighoff et al. repetition, fits.",
+    ),
+}  # fmt: skip
+
+
+def _load_command(name: str) -> click.Command:
+    module, attr, help_text = LAZY_COMMANDS[name]
+    obj = getattr(importlib.import_module(module), attr)
+    if isinstance(obj, typer.Typer):
+        command = typer.main.get_command(obj)
+        command.help = command.help or help_text
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(obj)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyCommand(click.Command):
+    """Stands in for a sub-command in listings and help; the real command is imported when it is invoked."""
+
+    def __init__(self, name: str, help_text: str):
+        super().__init__(name, help=help_text, short_help=help_text)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any):
+        return _load_command(self.name).make_context(info_name, args, parent=parent, **extra)
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY_COMMANDS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            return LazyCommand(cmd_name, LAZY_COMMANDS[cmd_name][2])
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
     name="winnow",
+    cls=LazyGroup,
     help="Curate LLM pretraining corpora: embed, cluster, score, prune and mix documents from jsonl/parquet shards.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"winnow {winnow.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print winnow's version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Curate LLM pretraining corpora: embed, cluster, score, prune and mix documents from jsonl/parquet shards."""
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
@@ -218,25 +290,6 @@ app.command("write")(
         "columns, keep and drop_reason (every row kept if prune has not run for the current config).",
     )
 )
-
-
-def _mount_subapps() -> None:
-    from winnow.pipeline.cli.laws import laws_app
-    from winnow.pipeline.cli.mix import mix_command
-    from winnow.pipeline.cli.student import train_student_command
-    from winnow.pipeline.report.report import report_command
-
-    app.command("mix")(mix_command)
-    app.command("report")(report_command)
-    app.command("train-student")(train_student_command)
-    app.add_typer(
-        laws_app,
-        name="laws",
-        help="Scaling-law calculator: Goyal et al. utility, Muennighoff et al. repetition, fits.",
-    )
-
-
-_mount_subapps()
 
 
 @app.command("config")

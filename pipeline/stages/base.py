@@ -133,6 +133,9 @@ class Stage(PipelineStep):
         self.shards = shards
         self.overwrite = overwrite
         self.progress = progress
+        #: the units this execution runs (the runner sets the incomplete ones; datatrove's task ``rank`` indexes
+        #: this list); ``None``: every unit
+        self.todo: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"winnow: {self.name}"
@@ -166,7 +169,8 @@ class Stage(PipelineStep):
         ready = False
         fp = self.fingerprint
         try:
-            for unit in self.units()[rank::world_size]:
+            units = self.units() if self.todo is None else self.todo
+            for unit in units[rank::world_size]:
                 if not self.overwrite and self.run_dir.is_complete(self.name, unit, self.marker(unit, fp)):
                     logger.info(f"{self.name}: {unit} already complete, skipped")
                     self.stat_update("units_skipped")

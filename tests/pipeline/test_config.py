@@ -3,11 +3,12 @@ the fingerprint, secret redaction, and the configs shipped in ``configs/``."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 from winnow.core.errors import ConfigError
 from winnow.pipeline.cli.app import app
@@ -372,3 +373,59 @@ def test_default_yaml_lists_every_section():
     assert set(data) == set(WinnowConfig.model_fields)
     for name, field in WinnowConfig.model_fields.items():
         assert set(data[name]) == set(field.annotation.model_fields), name
+
+
+def _fields(model, prefix=""):
+    """Every (dotted key, FieldInfo) of ``model``, nested sections included."""
+    for name, info in model.model_fields.items():
+        yield prefix + name, info
+        for t in typing.get_args(info.annotation) or (info.annotation,):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                yield from _fields(t, prefix + name + ".")
+
+
+def test_every_config_field_has_a_description():
+    missing = [key for key, info in _fields(WinnowConfig) if not (info.description or "").strip()]
+    assert missing == []
+    assert len(list(_fields(WinnowConfig))) > 100
+
+
+def test_schema_documents_every_key_of_default_yaml():
+    """``winnow config --schema`` and configs/default.yaml describe the same keys, each with its help text."""
+    schema = WinnowConfig.model_json_schema()
+    data = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
+
+    def resolve(node):
+        if "$ref" in node:
+            return schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        for alt in node.get("anyOf", []):
+            if "$ref" in alt:
+                return resolve(alt)
+        return node
+
+    def walk(node, values, prefix):
+        props = resolve(node).get("properties", {})
+        for key, value in values.items():
+            assert key in props, f"{prefix}{key} is in default.yaml but not in the schema"
+            assert props[key].get("description"), f"{prefix}{key} has no description in the schema"
+            if isinstance(value, dict) and value and "properties" in resolve(props[key]):
+                walk(props[key], value, f"{prefix}{key}.")
+
+    walk(schema, data, "")
+    assert set(data) == set(schema["properties"])
+
+
+def test_docstring_args_parse_continuation_lines():
+    from winnow.core.section import docstring_args
+
+    doc = """Title.
+
+    Args:
+        a: first line
+            continues here.
+        b: one line.
+
+    Returns:
+        nothing: not an arg.
+    """
+    assert docstring_args(doc) == {"a": "first line continues here.", "b": "one line."}

@@ -154,7 +154,7 @@ def test_slurm_job_script_per_stage(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     scripts = {}
     for name in ("embed", "prune"):
-        ex = build_executor(stage_of(cfg, name, tmp_path), cfg, run, 3, False, depends_job_id="77")
+        ex = build_executor(stage_of(cfg, name, tmp_path), cfg, run, 3, depends_job_id="77")
         assert isinstance(ex, WinnowSlurmExecutor) and isinstance(ex.job_id_retriever, SbatchJobIds)
         assert ex.dependency == "afterok:77" and ex.world_size == 3
         scripts[name] = ex.get_launch_file_contents(ex.get_sbatch_args(3), "srun launch_pickled_pipeline x")
@@ -171,7 +171,7 @@ def test_slurm_job_script_per_stage(tmp_path):
     assert "source /shared/venv/bin/activate" in scripts["embed"]
     # no qos line unless one is configured; no GPU partition switch without GPUs
     cfg = load_config(None, ["executor.kind=slurm", "executor.slurm.partition=cpu", "executor.slurm.gpu_partition=g"])
-    ex = build_executor(stage_of(cfg, "embed", tmp_path), cfg, run, 1, False)
+    ex = build_executor(stage_of(cfg, "embed", tmp_path), cfg, run, 1)
     args = ex.get_sbatch_args(1)
     assert "qos" not in args and args["partition"] == "cpu" and args["job-name"] == "winnow-run-embed"
     assert ex.dependency == ""
@@ -188,12 +188,13 @@ def test_ray_executor_settings(tmp_path, monkeypatch):
     monkeypatch.setattr("winnow.pipeline.runner.ray_init", lambda cfg: False)
     cfg = load_config(None, ["executor.kind=ray", "executor.ray.gpus_per_task=1", "executor.ray.cpus_per_task=4"])
     run = RunDir(str(tmp_path / "run"))
-    embed = build_executor(stage_of(cfg, "embed", tmp_path), cfg, run, 5, False)
-    dedup = build_executor(stage_of(cfg, "dedup", tmp_path), cfg, run, 5, True)
+    embed = build_executor(stage_of(cfg, "embed", tmp_path), cfg, run, 5)
+    dedup = build_executor(stage_of(cfg, "dedup", tmp_path), cfg, run, 5)
     assert type(embed).__name__ == "RayPipelineExecutor"
-    assert (embed.gpus_per_task, embed.cpus_per_task, embed.workers, embed.skip_completed) == (1, 4, 5, True)
+    # winnow's markers decide what runs: datatrove gets only incomplete units and never skips by its own files
+    assert (embed.gpus_per_task, embed.cpus_per_task, embed.workers, embed.skip_completed) == (1, 4, 5, False)
     assert (dedup.gpus_per_task, dedup.skip_completed) == (0, False)
-    local = build_executor(stage_of(load_config(None), "embed", tmp_path), load_config(None), run, 5, False)
+    local = build_executor(stage_of(load_config(None), "embed", tmp_path), load_config(None), run, 5)
     assert isinstance(local, WinnowLocalExecutor) and local.workers == 1
 
 
