@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
+
 from winnow.core.section import Section, StrList
 
 __all__ = [

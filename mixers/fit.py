@@ -37,8 +37,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
+import fsspec
 import numpy as np
 from scipy.optimize import least_squares
+
 from winnow.mixers.laws import (
     GoyalParams,
     MuennighoffParams,
@@ -137,8 +139,6 @@ def read_runs(path: str, storage_options: Mapping | None = None) -> dict[str, li
     Raises:
         ValueError: If the file has no header or a row has the wrong number of cells.
     """
-    import fsspec
-
     with fsspec.open(path, "rt", encoding="utf-8", newline="", **(storage_options or {})) as f:
         text = f.read()
     reader = csv.reader(io.StringIO(text))
@@ -292,7 +292,8 @@ def fit_goyal(
         max_nfev: Function-evaluation cap of each local fit (default 2000).
 
     Returns:
-        A :class:`FitResult` whose ``params`` is a :class:`~winnow.mixers.laws.GoyalParams` (pools in first-seen order).
+        A :class:`FitResult` whose ``params`` is a :class:`~winnow.mixers.laws.GoyalParams` (pools in first-seen
+        order).
 
     Raises:
         ValueError: Missing columns, bad values, or fewer training runs than free parameters.

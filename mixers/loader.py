@@ -1,14 +1,16 @@
 """The training data loader: a resumable PyTorch ``IterableDataset`` that follows a mixture plan (DESIGN §3.9-3.10).
 
-:class:`MixtureDataset` reads ``<run>/mixture_plan.json`` and the curated shards it names, and yields documents
-(or packed token sequences) in the proportions, repeat counts and phases of the plan.
+:class:`MixtureDataset` reads ``<run>/mixture_plan.json`` (as a :class:`~winnow.mixers.plan.MixturePlan`: a plan
+with a missing, unknown or malformed key is refused, the key named) and the curated shards it names, and yields
+documents (or packed token sequences) in the proportions, repeat counts and phases of the plan.
 
 **The global order** is a pure function of ``(plan, seed, epoch)``, computed the same way in every process:
 
 * *Index.* Every kept row (``keep == True``, ``repeat > 0``) is put in its pool by the plan's ``pool_definition``
-  (the planner's rule, recomputed), with its token count by the plan's ``token_count`` rule. The per-pool document
-  counts and token sums must equal the plan's, so a plan made from other shards is refused. A pool's *items* are
-  its documents, each ``repeat`` times. The index holds a few ints per document, never text.
+  (the planner's rule, :mod:`winnow.mixers.pools`), with its token count by the plan's ``token_count`` rule (the
+  same :class:`~winnow.mixers.pools.TokenCounter` as the planner's). The per-pool document counts and token sums
+  must equal the plan's, so a plan made from other shards is refused. A pool's *items* are its documents, each
+  ``repeat`` times. The index holds a few ints per document, never text.
 * *Pool streams.* A pool is read as an endless stream of passes over its items. Pass ``k`` orders the items by a
   permutation of all row groups (drawn from ``(seed, epoch, k)``, shared by every pool, so pools progressing at
   the same rate read the same row groups at the same time), shuffled within blocks of ``shuffle_block`` row
@@ -66,18 +68,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pydantic import ValidationError
 from torch.utils.data import IterableDataset
-from winnow.mixers.planner import PLAN_FILE, PLAN_FORMAT, PlanError
+
+import winnow
+from winnow.core.rundir import RunDir
+from winnow.mixers.plan import PLAN_FILE, PLAN_FORMAT, MixturePlan, Shard, describe_validation_error
+from winnow.mixers.planner import PlanError
+from winnow.mixers.pools import PoolRule, TokenCounter, pool_rule
 
 __all__ = ["LOADER_STATE_KEYS", "MixtureDataset", "MixturePlanError", "merge_loader_state", "plan_fingerprint"]
 
 #: Keys of :meth:`MixtureDataset.state_dict`.
 LOADER_STATE_KEYS = ("epoch", "seed", "samples_seen", "mixture_fingerprint", "token_offset", "layout")
-_REQUIRED_PLAN_KEYS = ("format", "winnow_version", "seed", "budget", "token_count", "pool_definition", "shards",
-                       "phases", "pools")  # fmt: skip
 #: Samples sorted at a time when walking the global order (at least this many, more with many ranks/workers).
 _WINDOW = 8192
 #: Passes of a pool stream kept in memory (the enumeration needs at most two at a time).
@@ -107,37 +114,40 @@ def _open_parquet(fs, path: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open(path, "rb"), pre_buffer=True)
 
 
-def plan_fingerprint(plan: Mapping[str, Any]) -> str:
+def plan_fingerprint(plan: Mapping[str, Any] | MixturePlan) -> str:
     """A short hash of the plan's canonical JSON: states saved under one plan are refused under another."""
-    text = json.dumps(plan, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    data = plan.to_dict() if isinstance(plan, MixturePlan) else plan
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _load_plan(plan: str | os.PathLike | Mapping[str, Any], run_dir: str | None, storage_options: dict | None):
-    """``(plan dict, RunDir, where)`` from a plan path, a run directory or a dict (with ``run_dir``)."""
-    from winnow.core.rundir import RunDir
-
-    if isinstance(plan, Mapping):
-        if run_dir is None:
-            msg = "MixtureDataset(plan=<dict>) needs run_dir=: the plan's shard paths are relative to the run"
-            raise MixturePlanError(msg)
-        return dict(plan), RunDir(str(run_dir), storage_options), "the plan given"
-    url = str(plan).rstrip("/")
-    rd = RunDir(url, storage_options)
+def _read_plan_file(rd: RunDir, url: str) -> tuple[str, RunDir, str]:
+    """``(text, run directory, plan URL)`` of a plan path or of the run directory holding one."""
     if rd.fs.isdir(rd.path):
-        plan_url = rd.url_of(PLAN_FILE)
         if not rd.exists(PLAN_FILE):
             msg = f"no {PLAN_FILE} in {url}: run `winnow mix` on this run first"
             raise MixturePlanError(msg)
-        text = rd.read_text(PLAN_FILE)
-    else:
-        plan_url = url
-        if not rd.fs.exists(rd.path):
-            msg = f"mixture plan not found: {url}"
+        return rd.read_text(PLAN_FILE), rd, rd.url_of(PLAN_FILE)
+    if not rd.fs.exists(rd.path):
+        msg = f"mixture plan not found: {url}"
+        raise MixturePlanError(msg)
+    with rd.fs.open(rd.path, "r", encoding="utf-8") as f:
+        text = f.read()
+    return text, RunDir(url.rsplit("/", 1)[0] if "/" in url else ".", rd.storage_options), url
+
+
+def _load_plan(
+    plan: str | os.PathLike | Mapping[str, Any] | MixturePlan, run_dir: str | None, storage_options: dict | None
+) -> tuple[dict[str, Any], RunDir, str]:
+    """``(plan dict, RunDir, where)`` from a plan path, a run directory, a dict or a model (with ``run_dir``)."""
+    if isinstance(plan, (Mapping, MixturePlan)):
+        if run_dir is None:
+            msg = "MixtureDataset(plan=<dict>) needs run_dir=: the plan's shard paths are relative to the run"
             raise MixturePlanError(msg)
-        with rd.fs.open(rd.path, "r", encoding="utf-8") as f:
-            text = f.read()
-        rd = RunDir(url.rsplit("/", 1)[0] if "/" in url else ".", storage_options)
+        data = plan.to_dict() if isinstance(plan, MixturePlan) else dict(plan)
+        return data, RunDir(str(run_dir), storage_options), "the plan given"
+    url = str(plan).rstrip("/")
+    text, rd, plan_url = _read_plan_file(RunDir(url, storage_options), url)
     if run_dir is not None:
         rd = RunDir(str(run_dir), storage_options)
     try:
@@ -151,33 +161,36 @@ def _load_plan(plan: str | os.PathLike | Mapping[str, Any], run_dir: str | None,
     return data, rd, plan_url
 
 
-def _check_plan(plan: dict[str, Any], where: str, check_version: bool) -> None:
-    import winnow
-
-    if plan.get("format") != PLAN_FORMAT:
-        msg = f"{where}: format {plan.get('format')!r} is not a mixture plan this loader reads ({PLAN_FORMAT!r})"
+def _check_plan(data: dict[str, Any], where: str, check_version: bool) -> MixturePlan:
+    """The plan as a :class:`MixturePlan`: its format, its winnow version (with ``check_version``), its keys and
+    values, unique pool names and contiguous phases from token 0."""
+    if data.get("format") != PLAN_FORMAT:
+        msg = f"{where}: format {data.get('format')!r} is not a mixture plan this loader reads ({PLAN_FORMAT!r})"
         raise MixturePlanError(msg)
-    missing = [k for k in _REQUIRED_PLAN_KEYS if k not in plan]
-    if missing:
-        msg = f"{where}: the plan lacks {', '.join(missing)}; re-run `winnow mix`"
-        raise MixturePlanError(msg)
-    if check_version and plan["winnow_version"] != winnow.__version__:
+    version = data.get("winnow_version")
+    if check_version and version is not None and version != winnow.__version__:
         msg = (
-            f"{where} was made by winnow {plan['winnow_version']}, this is winnow {winnow.__version__}: the pool "
+            f"{where} was made by winnow {version}, this is winnow {winnow.__version__}: the pool "
             "rule or the token count may differ; re-run `winnow mix` on the run (or pass check_version=False)"
         )
         raise MixturePlanError(msg)
-    names = [p["pool"] for p in plan["pools"]]
+    try:
+        plan = MixturePlan.model_validate(data)
+    except ValidationError as e:
+        msg = f"{where}: {describe_validation_error(e)}; re-run `winnow mix`"
+        raise MixturePlanError(msg) from None
+    names = [p.pool for p in plan.pools]
     if len(set(names)) != len(names):
         msg = f"{where}: pool names are not unique"
         raise MixturePlanError(msg)
-    if not plan["phases"] or plan["phases"][0]["start_token"] != 0:
+    if not plan.phases or plan.phases[0].start_token != 0:
         msg = f"{where}: the phases must start at token 0"
         raise MixturePlanError(msg)
-    for a, b in zip(plan["phases"], plan["phases"][1:], strict=False):
-        if a["end_token"] != b["start_token"]:
-            msg = f"{where}: phase {b['name']!r} does not start where {a['name']!r} ends"
+    for a, b in zip(plan.phases, plan.phases[1:], strict=False):
+        if a.end_token != b.start_token:
+            msg = f"{where}: phase {b.name!r} does not start where {a.name!r} ends"
             raise MixturePlanError(msg)
+    return plan
 
 
 @dataclass
@@ -194,200 +207,183 @@ class _Index:
     items: dict[int, np.ndarray]  # pool (plan index) -> document ids, each `repeat` times, in document order
 
 
-def _pool_exprs(definition: dict[str, Any], names: set[str], where: str):
-    """Polars expressions of the planner's rule: (kept, repeat, pool name) and the columns they need."""
-    import polars as pl
-
-    keep_col = definition.get("keep_column") or "keep"
-    rep_col = definition.get("repeat_column")
-    quality = definition.get("quality") or {"kind": "none", "label": "all"}
-    domain = definition.get("domain") or {"column": None, "label": "all"}
-    need = [keep_col]
-
-    def rep(has_repeat: bool) -> pl.Expr:
-        if rep_col and has_repeat:
-            return pl.col(rep_col).cast(pl.Int64).fill_null(1)
-        return pl.lit(1, dtype=pl.Int64)
-
-    kind = quality.get("kind")
-    if kind == "quantiles":
-        score = pl.col(quality["column"]).cast(pl.Float64).fill_nan(None)
-        edges = [float(e) for e in quality.get("edges", [])]
-        idx = pl.sum_horizontal([(score > e).cast(pl.Int64) for e in edges]) + 1 if edges else pl.lit(1, pl.Int64)
-        bucket = pl.concat_str(pl.lit("q"), idx.cast(pl.String))
-        need.append(quality["column"])
-    elif kind == "dataman_levels":
-        level = pl.col(quality["column"]).cast(pl.Int64)
-        bucket = pl.concat_str(pl.lit("overall_"), level.fill_null(1).cast(pl.String))
-        need.append(quality["column"])
-    elif kind == "none":
-        bucket = pl.lit(str(quality.get("label", "all")))
-    else:
-        msg = f"{where}: unknown pool_definition.quality.kind {kind!r}"
-        raise MixturePlanError(msg)
-    if domain.get("column"):
-        dom = pl.col(domain["column"]).cast(pl.String).fill_null(str(domain.get("null", "unknown")))
-        need.append(domain["column"])
-    else:
-        dom = pl.lit(str(domain.get("label", "all")))
-    pool = pl.concat_str(bucket, pl.lit("/"), dom)
-    return keep_col, rep_col, rep, pool, need
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
 
-def _build_index(plan: dict[str, Any], rd, where: str, id_field: str) -> _Index:
-    """Read the plan's shards row group by row group (pool columns and text only) and check them against the plan."""
-    import polars as pl
+@dataclass
+class _IndexBuilder:
+    """Reads the plan's shards row group by row group and collects the index's arrays.
 
-    definition = plan["pool_definition"]
-    text_col = definition.get("text_column") or "text"
-    pools = plan["pools"]
-    pool_of = {p["pool"]: i for i, p in enumerate(pools)}
-    keep_col, rep_col, rep, pool_expr, need = _pool_exprs(definition, set(pool_of), where)
-    tc = plan["token_count"]
-    counter = None
-    if tc.get("method") == "tokenizer":
-        from winnow.mixers.planner import token_counter
+    Args:
+        plan: The plan.
+        rd: The run directory its shard paths are relative to.
+        where: The plan's name in messages.
+        id_field: The id column.
+    """
 
-        counter = token_counter(tc["tokenizer"])
-    elif tc.get("method") != "whitespace":
-        msg = f"{where}: unknown token_count.method {tc.get('method')!r}"
-        raise MixturePlanError(msg)
+    plan: MixturePlan
+    rd: RunDir
+    where: str
+    id_field: str
 
-    shard_paths, rg_shard, rg_group, rg_bytes = [], [], [], []
-    doc_rg, doc_row, doc_tokens, doc_pool, doc_rep = [], [], [], [], []
-    unknown: dict[str, list[int]] = {}  # pool name -> [documents, tokens] of kept rows in no pool of the plan
-    for s, shard in enumerate(plan["shards"]):
-        rel = shard["path"]
-        path = rd._p(rel)
-        if not rd.fs.exists(path):
+    def __post_init__(self) -> None:
+        self.rule: PoolRule = pool_rule(self.plan.pool_definition)
+        self.counter = TokenCounter(self.plan.token_count)
+        self.pool_of = {p.pool: i for i, p in enumerate(self.plan.pools)}
+        self.shard_paths: list[str] = []
+        self.rg_shard: list[int] = []
+        self.rg_group: list[int] = []
+        self.rg_bytes: list[int] = []
+        self.doc_rg: list[np.ndarray] = []
+        self.doc_row: list[np.ndarray] = []
+        self.doc_tokens: list[np.ndarray] = []
+        self.doc_pool: list[np.ndarray] = []
+        self.doc_rep: list[np.ndarray] = []
+        self.unknown: dict[str, list[int]] = {}  # pool name -> [documents, tokens] of kept rows in no pool of the plan
+
+    def shard(self, s: int, shard: Shard) -> None:
+        """Index shard ``s``: check its columns and row counts against the plan, then read its row groups."""
+        where, rel, text_col = self.where, shard.path, self.plan.pool_definition.text_column
+        path = self.rd._p(rel)
+        if not self.rd.fs.exists(path):
             msg = (
-                f"{where}: shard {rel} is missing from {rd.url} (the plan was made from other shards, or the shard "
-                "was removed): re-run `winnow mix` on this run"
+                f"{where}: shard {rel} is missing from {self.rd.url} (the plan was made from other shards, or the "
+                "shard was removed): re-run `winnow mix` on this run"
             )
             raise MixturePlanError(msg)
-        shard_paths.append(path)
-        with _open_parquet(rd.fs, path) as pf:
+        self.shard_paths.append(path)
+        with _open_parquet(self.rd.fs, path) as pf:
             names = pf.schema_arrow.names
-            absent = [c for c in dict.fromkeys([*need, text_col, id_field]) if c not in names]
+            absent = [c for c in dict.fromkeys([*self.rule.columns, text_col, self.id_field]) if c not in names]
             if absent:
                 have = ", ".join(names)
                 msg = f"{where}: shard {rel} has no column {', '.join(map(repr, absent))} (columns: {have})"
                 raise MixturePlanError(msg)
-            if pf.metadata.num_rows != shard["rows"]:
+            if pf.metadata.num_rows != shard.rows:
                 msg = (
-                    f"{where}: shard {rel} has {pf.metadata.num_rows} rows, the plan counted {shard['rows']}: the "
+                    f"{where}: shard {rel} has {pf.metadata.num_rows} rows, the plan counted {shard.rows}: the "
                     "curated shards changed since the plan was made; re-run `winnow mix`"
                 )
                 raise MixturePlanError(msg)
-            has_rep = bool(rep_col) and rep_col in names
-            cols = list(dict.fromkeys([*need, text_col] + ([rep_col] if has_rep else [])))
-            kept_rows = 0
-            for g in range(pf.num_row_groups):
-                frame = pl.from_arrow(pf.read_row_group(g, columns=cols))
-                assert isinstance(frame, pl.DataFrame)
-                r = rep(has_rep)
-                sel = frame.select(
-                    (pl.col(keep_col).fill_null(False) & (r > 0)).alias("kept"),
-                    r.alias("rep"),
-                    pool_expr.alias("pool"),
-                    pl.col(text_col).cast(pl.String).alias("text"),
-                )
-                if has_rep and int(sel.select((pl.col("rep") < 0).sum()).item()):
-                    msg = f"{where}: shard {rel} has rows with a negative {rep_col!r}"
-                    raise MixturePlanError(msg)
-                sel = sel.with_row_index("row").filter(pl.col("kept"))
-                kept_rows += sel.height
-                if counter is None:
-                    tokens = sel["text"].str.count_matches(r"\S+").fill_null(0).to_numpy().astype(np.int64)
-                else:
-                    texts = sel["text"].fill_null("").to_list()
-                    batch = int(tc.get("batch_size", 1024))
-                    counts: list[int] = []
-                    for i in range(0, len(texts), batch):
-                        counts.extend(counter(texts[i : i + batch]))
-                    tokens = np.asarray(counts, dtype=np.int64)
-                pid = sel["pool"].replace_strict(pool_of, default=-1, return_dtype=pl.Int32).to_numpy()
-                if (pid < 0).any():
-                    lost = pl.DataFrame({"pool": sel["pool"], "tokens": tokens}).filter(pl.Series(pid < 0))
-                    for name, n, t in lost.group_by("pool").agg(pl.len(), pl.col("tokens").sum()).iter_rows():
-                        acc = unknown.setdefault(name, [0, 0])
-                        acc[0], acc[1] = acc[0] + n, acc[1] + t
-                gid = len(rg_shard)
-                rg_shard.append(s)
-                rg_group.append(g)
-                meta = pf.metadata.row_group(g)
-                rg_bytes.append(
-                    sum(
-                        meta.column(c).total_uncompressed_size
-                        for c in range(meta.num_columns)
-                        if meta.column(c).path_in_schema in (text_col, id_field)
-                    )
-                )
-                doc_rg.append(np.full(sel.height, gid, dtype=np.int32))
-                doc_row.append(sel["row"].to_numpy().astype(np.int32))
-                doc_tokens.append(tokens)
-                doc_pool.append(pid.astype(np.int32))
-                doc_rep.append(sel["rep"].to_numpy().astype(np.int64))
-            if kept_rows != shard["kept_rows"]:
-                msg = (
-                    f"{where}: shard {rel} has {kept_rows} kept rows, the plan counted {shard['kept_rows']}: the "
-                    "curated shards changed since the plan was made; re-run `winnow mix`"
-                )
-                raise MixturePlanError(msg)
-
-    def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
-        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
-
-    drg, drow, dtok = cat(doc_rg, np.int32), cat(doc_row, np.int32), cat(doc_tokens, np.int64)
-    dpool, drep = cat(doc_pool, np.int32), cat(doc_rep, np.int64)
-    known = dpool >= 0
-    n_docs = np.bincount(dpool[known], minlength=len(pools))
-    unique = np.bincount(dpool[known], weights=dtok[known], minlength=len(pools))
-    passes = np.bincount(dpool[known], weights=(dtok * drep)[known], minlength=len(pools))
-    for i, p in enumerate(pools):
-        if p.get("tokens", 0) > 0 and n_docs[i] == 0:
+            kept_rows = sum(self.row_group(s, pf, g, rel, names) for g in range(pf.num_row_groups))
+        if kept_rows != shard.kept_rows:
             msg = (
-                f"{where}: pool {p['pool']!r} has no rows in the curated shards of {rd.url}, but the plan gives it "
-                f"{p['tokens']:,} tokens (it counted {p.get('documents', 0)} documents): re-run `winnow mix`"
+                f"{where}: shard {rel} has {kept_rows} kept rows, the plan counted {shard.kept_rows}: the "
+                "curated shards changed since the plan was made; re-run `winnow mix`"
             )
             raise MixturePlanError(msg)
-    stale = [
-        f"{p['pool']}: plan {p['documents']} documents / {p['unique_tokens']} tokens / {p['pass_tokens']} pass "
-        "tokens, "
-        f"shards {int(n_docs[i])} / {int(unique[i])} / {int(passes[i])}"
-        for i, p in enumerate(pools)
-        if (p["documents"], p["unique_tokens"], p["pass_tokens"]) != (int(n_docs[i]), int(unique[i]), int(passes[i]))
-    ]
-    stale += [
-        f"{name}: {n} kept document(s) with {t} tokens in no pool of the plan"
-        for name, (n, t) in sorted(unknown.items())
-        if t > 0  # the planner leaves out pools without tokens
-    ]
-    if stale:
-        msg = (
-            f"{where} does not match the curated shards of {rd.url} (they changed since the plan was made, or it "
-            f"was made with another pool rule): {'; '.join(stale[:5])}"
-            + (" ..." if len(stale) > 5 else "")
-            + "; re-run `winnow mix`"
+
+    def row_group(self, s: int, pf: pq.ParquetFile, g: int, rel: str, names: list[str]) -> int:
+        """Index the kept rows of row group ``g`` of shard ``s``: pool, tokens, repeat; return how many."""
+        rule, text_col = self.rule, self.plan.pool_definition.text_column
+        rep_col = rule.repeat_column(names)
+        cols = list(dict.fromkeys([*rule.columns, text_col] + ([rep_col] if rep_col else [])))
+        frame = pl.from_arrow(pf.read_row_group(g, columns=cols))
+        assert isinstance(frame, pl.DataFrame)
+        sel = frame.select(
+            rule.kept(names).alias("kept"),
+            rule.repeat(names).alias("rep"),
+            rule.pool.alias("pool"),
+            pl.col(text_col).cast(pl.String).alias("text"),
         )
-        raise MixturePlanError(msg)
-    order = np.argsort(dpool, kind="stable")
-    bounds = np.searchsorted(dpool[order], np.arange(len(pools) + 1))
-    items = {}
-    for i, p in enumerate(pools):
-        if p.get("tokens", 0) > 0:
-            docs = order[bounds[i] : bounds[i + 1]]
-            items[i] = np.repeat(docs, drep[docs]).astype(np.int64)
-    return _Index(
-        shard_paths=shard_paths,
-        rg_shard=np.asarray(rg_shard, dtype=np.int32),
-        rg_group=np.asarray(rg_group, dtype=np.int32),
-        rg_bytes=np.asarray(rg_bytes, dtype=np.int64),
-        doc_rg=drg,
-        doc_row=drow,
-        doc_tokens=dtok,
-        items=items,
-    )
+        if rep_col and int(sel.select((pl.col("rep") < 0).sum()).item()):
+            msg = f"{self.where}: shard {rel} has rows with a negative {rep_col!r}"
+            raise MixturePlanError(msg)
+        sel = sel.with_row_index("row").filter(pl.col("kept"))
+        tokens = self.counter.counts(sel["text"])
+        pid = sel["pool"].replace_strict(self.pool_of, default=-1, return_dtype=pl.Int32).to_numpy()
+        if (pid < 0).any():
+            lost = pl.DataFrame({"pool": sel["pool"], "tokens": tokens}).filter(pl.Series(pid < 0))
+            for name, n, t in lost.group_by("pool").agg(pl.len(), pl.col("tokens").sum()).iter_rows():
+                acc = self.unknown.setdefault(name, [0, 0])
+                acc[0], acc[1] = acc[0] + n, acc[1] + t
+        gid = len(self.rg_shard)
+        self.rg_shard.append(s)
+        self.rg_group.append(g)
+        meta = pf.metadata.row_group(g)
+        self.rg_bytes.append(
+            sum(
+                meta.column(c).total_uncompressed_size
+                for c in range(meta.num_columns)
+                if meta.column(c).path_in_schema in (text_col, self.id_field)
+            )
+        )
+        self.doc_rg.append(np.full(sel.height, gid, dtype=np.int32))
+        self.doc_row.append(sel["row"].to_numpy().astype(np.int32))
+        self.doc_tokens.append(tokens)
+        self.doc_pool.append(pid.astype(np.int32))
+        self.doc_rep.append(sel["rep"].to_numpy().astype(np.int64))
+        return sel.height
+
+    def check(self, dpool: np.ndarray, dtok: np.ndarray, drep: np.ndarray) -> None:
+        """Refuse the shards unless every pool has the plan's documents, unique tokens and pass tokens."""
+        pools, where, url = self.plan.pools, self.where, self.rd.url
+        known = dpool >= 0
+        n_docs = np.bincount(dpool[known], minlength=len(pools))
+        unique = np.bincount(dpool[known], weights=dtok[known], minlength=len(pools))
+        passes = np.bincount(dpool[known], weights=(dtok * drep)[known], minlength=len(pools))
+        for i, p in enumerate(pools):
+            if p.tokens > 0 and n_docs[i] == 0:
+                msg = (
+                    f"{where}: pool {p.pool!r} has no rows in the curated shards of {url}, but the plan gives it "
+                    f"{p.tokens:,} tokens (it counted {p.documents} documents): re-run `winnow mix`"
+                )
+                raise MixturePlanError(msg)
+        stale = [
+            f"{p.pool}: plan {p.documents} documents / {p.unique_tokens} tokens / {p.pass_tokens} pass tokens, "
+            f"shards {int(n_docs[i])} / {int(unique[i])} / {int(passes[i])}"
+            for i, p in enumerate(pools)
+            if (p.documents, p.unique_tokens, p.pass_tokens) != (int(n_docs[i]), int(unique[i]), int(passes[i]))
+        ]
+        stale += [
+            f"{name}: {n} kept document(s) with {t} tokens in no pool of the plan"
+            for name, (n, t) in sorted(self.unknown.items())
+            if t > 0  # the planner leaves out pools without tokens
+        ]
+        if stale:
+            msg = (
+                f"{where} does not match the curated shards of {url} (they changed since the plan was made, or it "
+                f"was made with another pool rule): {'; '.join(stale[:5])}"
+                + (" ..." if len(stale) > 5 else "")
+                + "; re-run `winnow mix`"
+            )
+            raise MixturePlanError(msg)
+
+    def index(self) -> _Index:
+        """The :class:`_Index` of the shards read, checked against the plan."""
+        drg, drow, dtok = (
+            _concat(self.doc_rg, np.int32),
+            _concat(self.doc_row, np.int32),
+            _concat(self.doc_tokens, np.int64),
+        )
+        dpool, drep = _concat(self.doc_pool, np.int32), _concat(self.doc_rep, np.int64)
+        self.check(dpool, dtok, drep)
+        order = np.argsort(dpool, kind="stable")
+        bounds = np.searchsorted(dpool[order], np.arange(len(self.plan.pools) + 1))
+        items = {}
+        for i, p in enumerate(self.plan.pools):
+            if p.tokens > 0:
+                docs = order[bounds[i] : bounds[i + 1]]
+                items[i] = np.repeat(docs, drep[docs]).astype(np.int64)
+        return _Index(
+            shard_paths=self.shard_paths,
+            rg_shard=np.asarray(self.rg_shard, dtype=np.int32),
+            rg_group=np.asarray(self.rg_group, dtype=np.int32),
+            rg_bytes=np.asarray(self.rg_bytes, dtype=np.int64),
+            doc_rg=drg,
+            doc_row=drow,
+            doc_tokens=dtok,
+            items=items,
+        )
+
+
+def _build_index(plan: MixturePlan, rd: RunDir, where: str, id_field: str) -> _Index:
+    """Read the plan's shards row group by row group (pool columns and text only) and check them against the plan."""
+    builder = _IndexBuilder(plan, rd, where, id_field)
+    for s, shard in enumerate(plan.shards):
+        builder.shard(s, shard)
+    return builder.index()
 
 
 # =============================================================================================================
@@ -475,7 +471,7 @@ class _Phase:
 class _Schedule:
     """The global sample order of one (plan, seed, epoch)."""
 
-    def __init__(self, plan: dict[str, Any], index: _Index, seed: int, epoch: int, shuffle_block: int):
+    def __init__(self, plan: MixturePlan, index: _Index, seed: int, epoch: int, shuffle_block: int):
         self.seed, self.epoch, self.shuffle_block = seed, epoch, shuffle_block
         self.n_rg = len(index.rg_shard)
         self._ranks: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -483,14 +479,14 @@ class _Schedule:
         pos = {p: 0 for p in self.streams}
         self.phases: list[_Phase] = []
         first = 0
-        for ph in plan["phases"]:
-            name = ph["name"]
-            members = [p for p in self.streams if plan["pools"][p]["phase_tokens"].get(name, 0) > 0]
+        for ph in plan.phases:
+            name = ph.name
+            members = [p for p in self.streams if plan.pools[p].phase_tokens.get(name, 0) > 0]
             phase = _Phase(
                 name=name,
-                tokens=int(ph["end_token"]) - int(ph["start_token"]),
+                tokens=ph.end_token - ph.start_token,
                 pools=members,
-                targets=[int(plan["pools"][p]["phase_tokens"][name]) for p in members],
+                targets=[plan.pools[p].phase_tokens[name] for p in members],
                 starts=[pos[p] for p in members],
                 start_cum2=[2 * self.streams[p].cum(pos[p]) for p in members],
                 ends=[pos[p] for p in members],
@@ -745,8 +741,9 @@ class MixtureDataset(IterableDataset):
     docstring for the order, the sharding and the state.
 
     Args:
-        plan: ``mixture_plan.json`` (path or fsspec URL), the run directory holding it, or the plan as a dict
-            (then ``run_dir`` is needed).
+        plan: ``mixture_plan.json`` (path or fsspec URL), the run directory holding it, or the plan as a dict or a
+            :class:`~winnow.mixers.plan.MixturePlan` (then ``run_dir`` is needed). It is read as a
+            :class:`~winnow.mixers.plan.MixturePlan` (the :attr:`plan` attribute).
         seed: Seed of the order (default ``None``: the plan's ``seed``).
         tokenizer: A callable ``str -> list[int]`` (or returning ``{"input_ids": ...}``), a transformers tokenizer
             or a ``tokenizers.Tokenizer``; with ``seq_len``, packed sequences are yielded (default ``None``).
@@ -770,13 +767,13 @@ class MixtureDataset(IterableDataset):
         check_version: Refuse a plan made by another winnow version (default ``True``).
 
     Raises:
-        MixturePlanError: The plan is not a mixture plan, comes from another winnow version, names a missing or
-            changed shard, or has a pool without rows.
+        MixturePlanError: The plan is not a mixture plan (the message names a missing, unknown or bad key), comes
+            from another winnow version, names a missing or changed shard, or has a pool without rows.
     """
 
     def __init__(
         self,
-        plan: str | os.PathLike | Mapping[str, Any],
+        plan: str | os.PathLike | Mapping[str, Any] | MixturePlan,
         *,
         seed: int | None = None,
         tokenizer: Callable[[str], Sequence[int]] | Any | None = None,
@@ -802,11 +799,10 @@ class MixtureDataset(IterableDataset):
         if rank is not None and world_size is not None and not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         data, rd, where = _load_plan(plan, run_dir, storage_options)
-        _check_plan(data, where, check_version)
-        self.plan = data
+        self.plan = _check_plan(data, where, check_version)
         self.run_dir = rd.url
-        self.seed = int(data["seed"] if seed is None else seed)
-        self.fingerprint = plan_fingerprint(data)
+        self.seed = int(self.plan.seed if seed is None else seed)
+        self.fingerprint = plan_fingerprint(data)  # of the plan as read: a state saved under it stays valid
         self.tokenizer = tokenizer
         self.seq_len = seq_len
         if eos_token_id is None and tokenizer is not None:
@@ -815,13 +811,13 @@ class MixtureDataset(IterableDataset):
         self.batch_size = 1 if seq_len is not None else int(batch_size)
         self._rank, self._world_size = rank, world_size
         self.shuffle_block = int(shuffle_block)
-        definition = data["pool_definition"]
-        self.id_field = id_field or definition.get("id_column") or "id"
-        self.text_field = definition.get("text_column") or "text"
-        self.pool_names = [p["pool"] for p in data["pools"]]
-        self.phase_names = [p["name"] for p in data["phases"]]
+        definition = self.plan.pool_definition
+        self.id_field = id_field or definition.id_column or "id"
+        self.text_field = definition.text_column
+        self.pool_names = [p.pool for p in self.plan.pools]
+        self.phase_names = [p.name for p in self.plan.phases]
         self._fs = rd.fs
-        self._index = _build_index(data, rd, where, self.id_field)
+        self._index = _build_index(self.plan, rd, where, self.id_field)
         if cache_bytes is None:
             largest = int(self._index.rg_bytes.max()) if len(self._index.rg_bytes) else 0
             cache_bytes = max(64 << 20, 4 * largest)

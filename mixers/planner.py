@@ -13,12 +13,13 @@
 
 Per pool: ``documents`` (kept rows), ``unique_tokens`` (Σ tokens of its rows) and ``pass_tokens`` (Σ tokens ×
 ``repeat``: one pass over the pool as the selection defined it; equal to ``unique_tokens`` without a ``repeat``
-column). Tokens are whitespace words (regex ``\\S+``) by default, or a local tokenizer's token count.
+column). Tokens are whitespace words (regex ``\\S+``) by default, or a local tokenizer's token count. The rule
+that puts a row in its pool and the token count are :mod:`winnow.mixers.pools`, which the loader uses too.
 
 **Candidates.** Quality buckets are ranked by the law's ``b`` (most negative first; ties keep quality order), and
 the candidates are the unions of the top m buckets, m = 1..M, every domain of a bucket included. The Goyal et al.
-(2024) union law (:func:`winnow.mixers.laws.goyal_union_error`, in token units: ``n`` = the budget, ``E_i`` = a bucket's
-unique tokens) predicts each candidate's error. The law does not see domains or phases: it scores the union at
+(2024) union law (:func:`winnow.mixers.laws.goyal_union_error`, in token units: ``n`` = the budget, ``E_i`` = a
+bucket's unique tokens) predicts each candidate's error. The law does not see domains or phases: it scores the union at
 the whole budget. Each candidate also records Muennighoff et al.'s effective tokens ``D'`` of repeating its unique
 tokens (and the predicted loss when ``mix.model_params`` is known), as context.
 
@@ -40,7 +41,7 @@ In the law's regime (``s_0 = a·min(E, n)/1e5 > 1``) a smaller budget never choo
 budget (filter hard at small compute, keep more at large compute); outside it the choice is not reliable and the
 plan warns.
 
-**The plan** (``<run>/mixture_plan.json``, keys in this order)::
+**The plan** (``<run>/mixture_plan.json``, the model :class:`winnow.mixers.plan.MixturePlan`, keys in this order)::
 
     format            "winnow.mixture_plan/1"
     winnow_version, config_hash (of <run>/config.resolved.yaml), seed (for the loader)
@@ -69,16 +70,60 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import fsspec
 import numpy as np
 import polars as pl
+import pyarrow.dataset as pads
 import yaml
+
+import winnow
 from winnow.core.errors import ConfigError, ShardError
+from winnow.core.rundir import RunDir
 from winnow.mixers.config import GOYAL_REFERENCE, GOYAL_REFERENCE_A, GOYAL_REFERENCE_D, MixSection, default_bucket_law
 from winnow.mixers.laws import GOYAL_NORMALIZER, effective_data, goyal_union_error, muennighoff_loss
+from winnow.mixers.plan import (
+    PLAN_FILE,
+    PLAN_FORMAT,
+    BasePhase,
+    Budget,
+    Candidate,
+    Choice,
+    DatamanLevels,
+    DomainColumn,
+    Law,
+    LawBucket,
+    LawParameter,
+    MixturePlan,
+    OneBucket,
+    OneDomain,
+    PlanCore,
+    PlanPool,
+    PoolDefinition,
+    QuantileBuckets,
+    Shard,
+    TokenizerCount,
+    UpsamplePhase,
+    WhitespaceCount,
+)
+from winnow.mixers.pools import (
+    ALL,
+    DATAMAN_LEVELS,
+    KEEP,
+    NULL_DOMAIN,
+    QUALITY_OVERALL,
+    QUALITY_SCORE,
+    REPEAT,
+    PoolRule,
+    TokenCounter,
+    kept_expr,
+    pool_rule,
+    token_count_rule,
+    token_counter,
+)
 
 __all__ = [
     "PLAN_FILE",
@@ -88,7 +133,9 @@ __all__ = [
     "PlanError",
     "PoolStats",
     "ResolvedLaw",
+    "build_mixture_plan",
     "build_plan",
+    "choose_mixture",
     "plan_json",
     "plan_mixture",
     "pool_stats",
@@ -97,18 +144,11 @@ __all__ = [
     "write_plan",
 ]
 
-PLAN_FORMAT = "winnow.mixture_plan/1"
-PLAN_FILE = "mixture_plan.json"
 #: Columns of a pool-statistics frame, the planner's input.
 POOL_COLUMNS = ("quality_bucket", "quality_rank", "domain", "documents", "unique_tokens", "pass_tokens")
-ALL = "all"
-NULL_DOMAIN = "unknown"
 BASE, UPSAMPLE = "base", "upsample"
-KEEP, REPEAT = "keep", "repeat"
-QUALITY_SCORE, QUALITY_OVERALL = "quality_score", "quality_overall"
 #: Candidates needing more epochs than this are not evaluated (the law's cost grows with the epochs).
 MAX_EVAL_EPOCHS = 100_000
-WHITESPACE_RULE = r"number of regex \S+ matches in the text (whitespace-separated words); null text = 0"
 LAW_REFERENCE = "Goyal et al. 2024, Scaling Laws for Data Filtering (CVPR 2024): union of the top m buckets"
 
 
@@ -171,28 +211,30 @@ class ResolvedLaw:
         msg = f"the law has no parameters for quality bucket {label!r} (it has {have})"
         raise PlanError(msg)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_law(self) -> Law:
         """The plan's ``law`` section."""
-        return {
-            "name": "goyal",
-            "reference": LAW_REFERENCE,
-            "unit": "tokens",
-            "a": {"value": self.a, "source": self.a_source},
-            "d": {"value": self.d, "source": self.d_source},
-            "tau_scaling": self.tau_scaling,
-            "b_mean": self.b_mean,
-            "buckets": [
-                {"quality_bucket": p.quality_bucket, "quality_rank": p.quality_rank, "b": p.b, "tau": p.tau,
-                 "source": p.source}
+        return Law(
+            name="goyal",
+            reference=LAW_REFERENCE,
+            unit="tokens",
+            a=LawParameter(value=self.a, source=self.a_source),
+            d=LawParameter(value=self.d, source=self.d_source),
+            tau_scaling=self.tau_scaling,
+            b_mean=self.b_mean,
+            buckets=[
+                LawBucket(quality_bucket=p.quality_bucket, quality_rank=p.quality_rank, b=p.b, tau=p.tau,
+                          source=p.source)
                 for p in self.buckets
             ],
-        }  # fmt: skip
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan's ``law`` section as a JSON-ready dict."""
+        return self.to_law().model_dump()
 
 
 def _read_fitted(path: str) -> tuple[float, float, dict[str, tuple[float, float]], list[str]]:
     """Read ``winnow laws fit --law goyal --json`` output (or a bare GoyalParams dict): a, d, {name: (b, tau)}."""
-    import fsspec
-
     try:
         with fsspec.open(path, "rt", encoding="utf-8") as f:
             data = json.load(f)
@@ -344,11 +386,6 @@ def _allocate(unique: np.ndarray, upsampled: np.ndarray, base_tokens: int, up_to
     return w_base, w_up, t_base, _round_to_total(w_up * up_tokens, up_tokens)
 
 
-def _num(x: float) -> float | int:
-    """A JSON-friendly number: Python int for whole numbers held as ints, float otherwise."""
-    return int(x) if isinstance(x, (int, np.integer)) else float(x)
-
-
 def _budget(mix: MixSection, budget_tokens: int | None) -> tuple[int, str]:
     if budget_tokens is not None:
         if budget_tokens < 1 or int(budget_tokens) != budget_tokens:
@@ -365,14 +402,241 @@ def _budget(mix: MixSection, budget_tokens: int | None) -> tuple[int, str]:
     return tokens, source
 
 
-def plan_mixture(
+def _pools_with_tokens(pools: pl.DataFrame, warnings: list[str]) -> pl.DataFrame:
+    """The pools with tokens, best bucket first (then by domain); the others are named in ``warnings``."""
+    empty = pools.filter(pl.col("unique_tokens") == 0)
+    if empty.height:
+        names = ", ".join(f"{b}/{d}" for b, d in empty.select("quality_bucket", "domain").iter_rows())
+        warnings.append(f"pool(s) with no tokens left out: {names}")
+        pools = pools.filter(pl.col("unique_tokens") > 0)
+    if pools.height == 0:
+        raise PlanError("no pool has any tokens: nothing to plan")
+    return pools.sort(["quality_rank", "domain"])
+
+
+@dataclass(frozen=True)
+class _Buckets:
+    """The quality buckets of the pools, best first, with the law's parameters and the pools' place in them."""
+
+    labels: list[str]
+    b: np.ndarray
+    tau: np.ndarray
+    unique: np.ndarray  # unique tokens per bucket (float64)
+    documents: np.ndarray
+    order: np.ndarray  # bucket indices, most negative b first (ties keep quality order)
+    pool_names: list[str]  # per pool: <bucket>/<domain>
+    pool_bucket: np.ndarray  # per pool: index of its bucket in labels
+    pool_unique: np.ndarray  # per pool: unique tokens (float64)
+
+
+def _bucket_table(pools: pl.DataFrame, mix: MixSection, law: ResolvedLaw | None, n_quality_buckets: int | None):
+    """The :class:`_Buckets` of ``pools`` and the law (default :func:`resolve_law` for these buckets)."""
+    buckets = (
+        pools.group_by("quality_bucket", "quality_rank")
+        .agg(pl.col("unique_tokens").sum(), pl.col("documents").sum(), pl.len().alias("pools"))
+        .sort("quality_rank")
+    )
+    labels = buckets["quality_bucket"].to_list()
+    if law is None:
+        law = resolve_law(mix, list(zip(labels, buckets["quality_rank"].to_list(), strict=True)), n_quality_buckets)
+    bs = np.array([law.bucket(lb).b for lb in labels])
+    table = _Buckets(
+        labels=labels,
+        b=bs,
+        tau=np.array([law.bucket(lb).tau for lb in labels]),
+        unique=buckets["unique_tokens"].to_numpy().astype(np.float64),
+        documents=buckets["documents"].to_numpy(),
+        order=np.argsort(bs, kind="stable"),
+        pool_names=[f"{b}/{d}" for b, d in pools.select("quality_bucket", "domain").iter_rows()],
+        pool_bucket=np.array([labels.index(b) for b in pools["quality_bucket"].to_list()]),
+        pool_unique=pools["unique_tokens"].to_numpy().astype(np.float64),
+    )
+    return table, law
+
+
+def _phase_split(mix: MixSection, budget: int, domains: set[str], warnings: list[str]) -> tuple[int, int]:
+    """Tokens of the base and the upsampling phase (0 without ``mix.upsample.domains``); warns on odd settings."""
+    up = mix.upsample
+    if not up.domains:
+        return budget, 0
+    base_tokens = math.floor(budget * (1.0 - up.fraction) + 0.5)
+    if not 0.1 <= up.fraction <= 0.2:
+        warnings.append(
+            f"mix.upsample.fraction = {up.fraction:g} is outside 0.1-0.2, the range Blakeney et al. 2024 studied"
+        )
+    absent = [d for d in up.domains if d not in domains]
+    if absent:
+        have = ", ".join(sorted(domains))
+        warnings.append(f"mix.upsample.domains {', '.join(absent)} not among the pools' domains ({have})")
+    return base_tokens, budget - base_tokens
+
+
+@dataclass(frozen=True)
+class _Allocation:
+    """A candidate's pools (a mask over all pools) and their phase weights and tokens."""
+
+    inside: np.ndarray
+    w_base: np.ndarray
+    w_up: np.ndarray
+    t_base: np.ndarray
+    t_up: np.ndarray
+
+
+def _candidate(
+    m: int, bk: _Buckets, law: ResolvedLaw, mix: MixSection, budget: int, split: tuple[int, int], upsampled: np.ndarray
+) -> tuple[Candidate, _Allocation]:
+    """The union of the top ``m`` buckets: its law score, its allocation and its largest repeat."""
+    members = bk.order[:m]
+    inside = np.isin(bk.pool_bucket, members)
+    size = float(bk.unique[members].sum())
+    unique = bk.pool_unique[inside]
+    w_base, w_up, t_base, t_up = _allocate(unique, upsampled[inside], split[0], split[1], mix.upsample.factor)
+    u_epochs = (t_base + t_up) / unique
+    worst = int(np.argmax(u_epochs))
+    epochs = budget / size
+    error = None
+    if epochs <= MAX_EVAL_EPOCHS:
+        sizes, b_m, tau_m = bk.unique[members], bk.b[members], bk.tau[members]
+        error = float(goyal_union_error(budget, sizes, law.a, b_m, tau_m, law.d, law.tau_scaling, law.b_mean))
+    s0 = law.a * min(size, budget) / GOYAL_NORMALIZER
+    loss = None if mix.model_params is None else float(muennighoff_loss(mix.model_params, budget, size))
+    candidate = Candidate(
+        m=m,
+        quality_buckets=[bk.labels[i] for i in members],
+        pools=int(inside.sum()),
+        documents=int(bk.documents[members].sum()),
+        unique_tokens=int(round(size)),
+        unique_epochs=epochs,
+        s0=s0,
+        in_regime=bool(s0 > 1),
+        predicted_error=error,
+        effective_tokens=float(effective_data(size, budget)),
+        muennighoff_loss=loss,
+        max_unique_epochs=float(u_epochs[worst]),
+        max_unique_epochs_pool=[n for n, i in zip(bk.pool_names, inside, strict=True) if i][worst],
+        within_cap=bool(u_epochs[worst] <= mix.max_repeats * (1 + 1e-12)),
+        law_best=False,
+        chosen=False,
+        note="",
+    )
+    return candidate, _Allocation(inside, w_base, w_up, t_base, t_up)
+
+
+def _choose(candidates: list[Candidate], budget: int, cap: float, total_unique: int) -> tuple[Candidate, Candidate]:
+    """``(law's best, chosen)``: the lowest predicted error overall and within the cap (smallest m on ties).
+
+    Marks both candidates and writes every candidate's note.
+    """
+    evaluated = [c for c in candidates if c.predicted_error is not None]
+    feasible = [c for c in evaluated if c.within_cap]
+    if not feasible:
+        last = candidates[-1]
+        msg = (
+            f"a budget of {budget:,} tokens cannot be met within mix.max_repeats = {cap:g}: even all "
+            f"{len(candidates)} quality bucket(s) ({total_unique:,} unique tokens) would repeat pool "
+            f"{last.max_unique_epochs_pool} {last.max_unique_epochs:.4g} times. Lower the "
+            "budget, raise mix.max_repeats, lower mix.upsample.factor, or keep more documents"
+        )
+        raise PlanError(msg)
+    law_best = min(evaluated, key=lambda c: (c.predicted_error, c.m))
+    chosen = min(feasible, key=lambda c: (c.predicted_error, c.m))
+    law_best.law_best = True
+    chosen.chosen = True
+    for c in candidates:
+        c.note = _note(c, chosen, cap)
+    return law_best, chosen
+
+
+def _choice(candidates: list[Candidate], law_best: Candidate, chosen: Candidate, cap: float) -> Choice:
+    """The plan's ``choice`` section, with the reason in words."""
+    cap_binds = law_best is not chosen
+    if cap_binds:
+        reason = (
+            f"the law's best union, top {law_best.m} ({', '.join(law_best.quality_buckets)}; predicted error "
+            f"{law_best.predicted_error:.6g}), would repeat pool {law_best.max_unique_epochs_pool} "
+            f"{law_best.max_unique_epochs:.4g} times > mix.max_repeats = {cap:g}; top {chosen.m} "
+            f"({', '.join(chosen.quality_buckets)}) has the lowest predicted error "
+            f"({chosen.predicted_error:.6g}) within the cap, so the plan keeps more pools"
+        )
+    else:
+        reason = (
+            f"top {chosen.m} ({', '.join(chosen.quality_buckets)}) has the lowest predicted error "
+            f"({chosen.predicted_error:.6g}) of the {len(candidates)} candidate(s) and repeats no pool more "
+            f"than {chosen.max_unique_epochs:.4g} times (mix.max_repeats = {cap:g})"
+        )
+    return Choice(
+        m=chosen.m,
+        quality_buckets=chosen.quality_buckets,
+        predicted_error=chosen.predicted_error,
+        law_best_m=law_best.m,
+        cap_binds=cap_binds,
+        reason=reason,
+    )
+
+
+def _phases(
+    mix: MixSection, budget: int, base_tokens: int, upsampled: np.ndarray, warnings: list[str]
+) -> list[BasePhase | UpsamplePhase]:
+    """The plan's phases; ``upsampled`` is the mask of the chosen pools in ``mix.upsample.domains``."""
+    phases: list[BasePhase | UpsamplePhase] = [
+        BasePhase(name=BASE, start_token=0, end_token=base_tokens, tokens=base_tokens)
+    ]
+    up = mix.upsample
+    if not up.domains:
+        return phases
+    phases.append(
+        UpsamplePhase(name=UPSAMPLE, start_token=base_tokens, end_token=budget, tokens=budget - base_tokens,
+                      domains=list(up.domains), factor=up.factor, fraction=up.fraction)
+    )  # fmt: skip
+    if not upsampled.any() or upsampled.all():
+        warnings.append(
+            "the upsampling phase changes nothing: the chosen pools are "
+            + ("all" if upsampled.any() else "none")
+            + " of mix.upsample.domains"
+        )
+    return phases
+
+
+def _plan_pools(pools: pl.DataFrame, names: list[str], alloc: _Allocation, phase_names: list[str]) -> list[PlanPool]:
+    """The plan's ``pools`` section: every pool with tokens, its tokens and weights per phase."""
+    out = []
+    j = 0
+    for i, row in enumerate(pools.iter_rows(named=True)):
+        tokens = {BASE: 0, UPSAMPLE: 0}
+        weights = {BASE: 0.0, UPSAMPLE: 0.0}
+        if alloc.inside[i]:
+            tokens = {BASE: int(alloc.t_base[j]), UPSAMPLE: int(alloc.t_up[j])}
+            weights = {BASE: float(alloc.w_base[j]), UPSAMPLE: float(alloc.w_up[j])}
+            j += 1
+        total = sum(tokens[p] for p in phase_names)
+        out.append(
+            PlanPool(
+                pool=names[i],
+                quality_bucket=row["quality_bucket"],
+                quality_rank=row["quality_rank"],
+                domain=row["domain"],
+                chosen=bool(alloc.inside[i]),
+                documents=row["documents"],
+                unique_tokens=row["unique_tokens"],
+                pass_tokens=row["pass_tokens"],
+                tokens=total,
+                epochs=total / row["pass_tokens"],
+                unique_epochs=total / row["unique_tokens"],
+                phase_tokens={p: tokens[p] for p in phase_names},
+                phase_weights={p: weights[p] for p in phase_names},
+            )
+        )
+    return out
+
+
+def choose_mixture(
     pools: pl.DataFrame,
     mix: MixSection,
     *,
     law: ResolvedLaw | None = None,
     budget_tokens: int | None = None,
     n_quality_buckets: int | None = None,
-) -> dict[str, Any]:
+) -> PlanCore:
     """Choose pools, repeats and phases for a budget (module doc): the core of the mixture plan.
 
     Args:
@@ -383,8 +647,8 @@ def plan_mixture(
         n_quality_buckets: Buckets in the pool definition, for the default parameters (default the largest rank).
 
     Returns:
-        A JSON-ready dict with ``budget``, ``max_repeats``, ``law``, ``candidates``, ``choice``, ``phases``,
-        ``pools`` and ``warnings`` (layout in the module doc).
+        The :class:`~winnow.mixers.plan.PlanCore`: ``budget``, ``max_repeats``, ``law``, ``candidates``,
+        ``choice``, ``phases``, ``pools`` and ``warnings`` (layout in the module doc).
 
     Raises:
         PlanError: No budget, no tokens, or a budget that even all the pools cannot cover within the cap.
@@ -393,214 +657,66 @@ def plan_mixture(
     pools = _check_pools(pools)
     budget, budget_source = _budget(mix, budget_tokens)
     warnings: list[str] = []
-    empty = pools.filter(pl.col("unique_tokens") == 0)
-    if empty.height:
-        names = ", ".join(f"{b}/{d}" for b, d in empty.select("quality_bucket", "domain").iter_rows())
-        warnings.append(f"pool(s) with no tokens left out: {names}")
-        pools = pools.filter(pl.col("unique_tokens") > 0)
-    if pools.height == 0:
-        raise PlanError("no pool has any tokens: nothing to plan")
-    pools = pools.sort(["quality_rank", "domain"])
-    buckets = (
-        pools.group_by("quality_bucket", "quality_rank")
-        .agg(pl.col("unique_tokens").sum(), pl.col("documents").sum(), pl.len().alias("pools"))
-        .sort("quality_rank")
-    )
-    labels = buckets["quality_bucket"].to_list()
-    if law is None:
-        law = resolve_law(mix, list(zip(labels, buckets["quality_rank"].to_list(), strict=True)), n_quality_buckets)
+    pools = _pools_with_tokens(pools, warnings)
+    bk, law = _bucket_table(pools, mix, law, n_quality_buckets)
     warnings.extend(law.warnings)
-    bs = np.array([law.bucket(lb).b for lb in labels])
-    taus = np.array([law.bucket(lb).tau for lb in labels])
-    bucket_unique = buckets["unique_tokens"].to_numpy().astype(np.float64)
-    bucket_docs = buckets["documents"].to_numpy()
-    order = np.argsort(bs, kind="stable")  # most negative b first; ties keep quality order
-
-    # --- phases
-    up = mix.upsample
-    upsampling = bool(up.domains)
-    base_tokens = math.floor(budget * (1.0 - up.fraction) + 0.5) if upsampling else budget
-    up_tokens = budget - base_tokens
-    domains_all = set(pools["domain"].to_list())
-    if upsampling:
-        if not 0.1 <= up.fraction <= 0.2:
-            warnings.append(
-                f"mix.upsample.fraction = {up.fraction:g} is outside 0.1-0.2, the range Blakeney et al. 2024 studied"
-            )
-        absent = [d for d in up.domains if d not in domains_all]
-        if absent:
-            have = ", ".join(sorted(domains_all))
-            warnings.append(f"mix.upsample.domains {', '.join(absent)} not among the pools' domains ({have})")
-
-    pool_names = [f"{b}/{d}" for b, d in pools.select("quality_bucket", "domain").iter_rows()]
-    pool_bucket = np.array([labels.index(b) for b in pools["quality_bucket"].to_list()])
-    unique = pools["unique_tokens"].to_numpy().astype(np.float64)
-    upsampled = np.array([d in set(up.domains) for d in pools["domain"].to_list()])
+    split = _phase_split(mix, budget, set(pools["domain"].to_list()), warnings)
+    upsampled = np.array([d in set(mix.upsample.domains) for d in pools["domain"].to_list()])
     cap = mix.max_repeats
-
-    candidates: list[dict[str, Any]] = []
-    allocations = []
-    for m in range(1, len(labels) + 1):
-        members = order[:m]
-        inside = np.isin(pool_bucket, members)
-        size = float(bucket_unique[members].sum())
-        w_base, w_up, t_base, t_up = _allocate(unique[inside], upsampled[inside], base_tokens, up_tokens, up.factor)
-        u_epochs = (t_base + t_up) / unique[inside]
-        worst = int(np.argmax(u_epochs))
-        within = bool(u_epochs[worst] <= cap * (1 + 1e-12))
-        epochs = budget / size
-        error = None
-        if epochs <= MAX_EVAL_EPOCHS:
-            sizes, b_m, tau_m = bucket_unique[members], bs[members], taus[members]
-            error = float(goyal_union_error(budget, sizes, law.a, b_m, tau_m, law.d, law.tau_scaling, law.b_mean))
-        s0 = law.a * min(size, budget) / GOYAL_NORMALIZER
-        loss = None
-        if mix.model_params is not None:
-            loss = float(muennighoff_loss(mix.model_params, budget, size))
-        candidates.append(
-            {
-                "m": m,
-                "quality_buckets": [labels[i] for i in members],
-                "pools": int(inside.sum()),
-                "documents": int(bucket_docs[members].sum()),
-                "unique_tokens": int(round(size)),
-                "unique_epochs": epochs,
-                "s0": s0,
-                "in_regime": bool(s0 > 1),
-                "predicted_error": error,
-                "effective_tokens": float(effective_data(size, budget)),
-                "muennighoff_loss": loss,
-                "max_unique_epochs": float(u_epochs[worst]),
-                "max_unique_epochs_pool": [n for n, i in zip(pool_names, inside, strict=True) if i][worst],
-                "within_cap": within,
-                "law_best": False,
-                "chosen": False,
-                "note": "",
-            }
-        )
-        allocations.append((inside, w_base, w_up, t_base, t_up))
-
-    evaluated = [c for c in candidates if c["predicted_error"] is not None]
-    feasible = [c for c in evaluated if c["within_cap"]]
-    if not feasible:
-        total = int(unique.sum())
-        msg = (
-            f"a budget of {budget:,} tokens cannot be met within mix.max_repeats = {cap:g}: even all "
-            f"{len(labels)} quality bucket(s) ({total:,} unique tokens) would repeat pool "
-            f"{candidates[-1]['max_unique_epochs_pool']} {candidates[-1]['max_unique_epochs']:.4g} times. Lower the "
-            "budget, raise mix.max_repeats, lower mix.upsample.factor, or keep more documents"
-        )
-        raise PlanError(msg)
-    law_best = min(evaluated, key=lambda c: (c["predicted_error"], c["m"]))
-    chosen = min(feasible, key=lambda c: (c["predicted_error"], c["m"]))
-    law_best["law_best"] = True
-    chosen["chosen"] = True
-    for c in candidates:
-        c["note"] = _note(c, chosen, cap)
-    cap_binds = law_best is not chosen
-    if cap_binds:
-        reason = (
-            f"the law's best union, top {law_best['m']} ({', '.join(law_best['quality_buckets'])}; predicted error "
-            f"{law_best['predicted_error']:.6g}), would repeat pool {law_best['max_unique_epochs_pool']} "
-            f"{law_best['max_unique_epochs']:.4g} times > mix.max_repeats = {cap:g}; top {chosen['m']} "
-            f"({', '.join(chosen['quality_buckets'])}) has the lowest predicted error "
-            f"({chosen['predicted_error']:.6g}) within the cap, so the plan keeps more pools"
-        )
-    else:
-        reason = (
-            f"top {chosen['m']} ({', '.join(chosen['quality_buckets'])}) has the lowest predicted error "
-            f"({chosen['predicted_error']:.6g}) of the {len(candidates)} candidate(s) and repeats no pool more "
-            f"than {chosen['max_unique_epochs']:.4g} times (mix.max_repeats = {cap:g})"
-        )
-    if not chosen["in_regime"]:
+    scored = [_candidate(m, bk, law, mix, budget, split, upsampled) for m in range(1, len(bk.labels) + 1)]
+    candidates = [c for c, _ in scored]
+    law_best, chosen = _choose(candidates, budget, cap, int(bk.pool_unique.sum()))
+    choice = _choice(candidates, law_best, chosen, cap)
+    if not chosen.in_regime:
         warnings.append(
-            f"s_0 = a·min(E, n)/1e5 = {chosen['s0']:.3g} <= 1 for the chosen union: outside the Goyal law's regime "
+            f"s_0 = a·min(E, n)/1e5 = {chosen.s0:.3g} <= 1 for the chosen union: outside the Goyal law's regime "
             "(there a more negative b predicts a higher error), so the choice between unions is not reliable; fit "
             "the law (mix.law.fitted) or set mix.law.a for your token counts"
         )
-
-    inside, w_base, w_up, t_base, t_up = allocations[chosen["m"] - 1]
-    phases = [{"name": BASE, "start_token": 0, "end_token": base_tokens, "tokens": base_tokens}]
-    if upsampling:
-        phases.append(
-            {"name": UPSAMPLE, "start_token": base_tokens, "end_token": budget, "tokens": up_tokens,
-             "domains": list(up.domains), "factor": up.factor, "fraction": up.fraction}
-        )  # fmt: skip
-        if not upsampled[inside].any() or upsampled[inside].all():
-            warnings.append(
-                "the upsampling phase changes nothing: the chosen pools are "
-                + ("all" if upsampled[inside].any() else "none")
-                + " of mix.upsample.domains"
-            )
-    phase_names = [p["name"] for p in phases]
-    out_pools = []
-    j = 0
-    for i, row in enumerate(pools.iter_rows(named=True)):
-        tokens = {BASE: 0, UPSAMPLE: 0}
-        weights = {BASE: 0.0, UPSAMPLE: 0.0}
-        if inside[i]:
-            tokens = {BASE: int(t_base[j]), UPSAMPLE: int(t_up[j])}
-            weights = {BASE: float(w_base[j]), UPSAMPLE: float(w_up[j])}
-            j += 1
-        total = sum(tokens[p] for p in phase_names)
-        out_pools.append(
-            {
-                "pool": pool_names[i],
-                "quality_bucket": row["quality_bucket"],
-                "quality_rank": row["quality_rank"],
-                "domain": row["domain"],
-                "chosen": bool(inside[i]),
-                "documents": row["documents"],
-                "unique_tokens": row["unique_tokens"],
-                "pass_tokens": row["pass_tokens"],
-                "tokens": total,
-                "epochs": total / row["pass_tokens"],
-                "unique_epochs": total / row["unique_tokens"],
-                "phase_tokens": {p: tokens[p] for p in phase_names},
-                "phase_weights": {p: weights[p] for p in phase_names},
-            }
-        )
-    return {
-        "budget": {
-            "tokens": budget,
-            "source": budget_source,
-            "flops": mix.flops,
-            "model_params": mix.model_params,
-        },
-        "max_repeats": _num(cap),
-        "law": law.to_dict(),
-        "candidates": candidates,
-        "choice": {
-            "m": chosen["m"],
-            "quality_buckets": chosen["quality_buckets"],
-            "predicted_error": chosen["predicted_error"],
-            "law_best_m": law_best["m"],
-            "cap_binds": cap_binds,
-            "reason": reason,
-        },
-        "phases": phases,
-        "pools": out_pools,
-        "warnings": warnings,
-    }
+    alloc = scored[chosen.m - 1][1]
+    phases = _phases(mix, budget, split[0], upsampled[alloc.inside], warnings)
+    return PlanCore(
+        budget=Budget(tokens=budget, source=budget_source, flops=mix.flops, model_params=mix.model_params),
+        max_repeats=cap,
+        law=law.to_law(),
+        candidates=candidates,
+        choice=choice,
+        phases=phases,
+        pools=_plan_pools(pools, bk.pool_names, alloc, [p.name for p in phases]),
+        warnings=warnings,
+    )
 
 
-def _note(c: dict[str, Any], chosen: dict[str, Any], cap: float) -> str:
-    if c["predicted_error"] is None:
-        note = f"not evaluated: {c['unique_epochs']:.4g} epochs of its unique tokens"
+def plan_mixture(
+    pools: pl.DataFrame,
+    mix: MixSection,
+    *,
+    law: ResolvedLaw | None = None,
+    budget_tokens: int | None = None,
+    n_quality_buckets: int | None = None,
+) -> dict[str, Any]:
+    """:func:`choose_mixture` as a JSON-ready dict (the plan's sections, in the written order)."""
+    core = choose_mixture(pools, mix, law=law, budget_tokens=budget_tokens, n_quality_buckets=n_quality_buckets)
+    return core.model_dump()
+
+
+def _note(c: Candidate, chosen: Candidate, cap: float) -> str:
+    if c.predicted_error is None:
+        note = f"not evaluated: {c.unique_epochs:.4g} epochs of its unique tokens"
     elif c is chosen:
         note = "chosen: lowest predicted error within mix.max_repeats"
-        if c["law_best"]:
+        if c.law_best:
             note += " (the law's best)"
-    elif not c["within_cap"]:
+    elif not c.within_cap:
         note = (
-            f"exceeds mix.max_repeats = {cap:g}: pool {c['max_unique_epochs_pool']} would be repeated "
-            f"{c['max_unique_epochs']:.4g} times"
+            f"exceeds mix.max_repeats = {cap:g}: pool {c.max_unique_epochs_pool} would be repeated "
+            f"{c.max_unique_epochs:.4g} times"
         )
     else:
-        diff = c["predicted_error"] - chosen["predicted_error"]
+        diff = c.predicted_error - chosen.predicted_error
         note = f"predicted error {diff:+.3g} vs the chosen"
-    if not c["in_regime"]:
-        note += f"; outside the law's regime (s_0 = {c['s0']:.3g} <= 1)"
+    if not c.in_regime:
+        note += f"; outside the law's regime (s_0 = {c.s0:.3g} <= 1)"
     return note
 
 
@@ -613,7 +729,7 @@ class PoolStats:
 
     Args:
         pools: One row per quality bucket × domain with ``POOL_COLUMNS``, best bucket first.
-        shards: ``{"path", "rows", "kept_rows"}`` per curated shard, ``path`` relative to the run.
+        shards: Rows and kept rows per curated shard, ``path`` relative to the run.
         definition: How a curated row maps to its pool (the plan's ``pool_definition``).
         token_count: How tokens were counted (the plan's ``token_count``).
         n_quality_buckets: Buckets in the definition (``n_buckets``, 5 levels, or 1).
@@ -621,69 +737,195 @@ class PoolStats:
     """
 
     pools: pl.DataFrame
-    shards: tuple[dict[str, Any], ...]
-    definition: dict[str, Any]
-    token_count: dict[str, Any]
+    shards: tuple[Shard, ...]
+    definition: PoolDefinition
+    token_count: WhitespaceCount | TokenizerCount
     n_quality_buckets: int
     warnings: tuple[str, ...]
 
 
-def token_counter(path: str) -> Callable[[list[str]], list[int]]:
-    """Token counts of texts with a local tokenizer (``tokenizer.json`` via ``tokenizers``, else transformers).
-
-    The planner counts a pool's tokens with it (``mix.token_count.method: tokenizer``), and the loader recounts
-    them with it to follow the plan.
-
-    Args:
-        path: A ``tokenizer.json`` file, or a local directory holding one (or a transformers tokenizer).
-
-    Returns:
-        A function from a batch of texts to their token counts (no special tokens, no truncation).
-
-    Raises:
-        ConfigError: ``path`` does not exist or holds no loadable tokenizer.
-    """
-    from pathlib import Path
-
-    p = Path(path)
-    file = p / "tokenizer.json" if p.is_dir() else p
-    if not p.exists():
-        msg = f"mix.token_count.tokenizer: no such file or directory: {path}"
-        raise ConfigError(msg)
-    if file.is_file() and file.suffix == ".json":
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as e:  # pragma: no cover - tokenizers comes with sentence-transformers
-            msg = "counting tokens with a tokenizer needs the tokenizers package: pip install tokenizers"
-            raise ImportError(msg) from e
-        tok = Tokenizer.from_file(str(file))
-        tok.no_truncation()
-        tok.no_padding()
-        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as e:  # pragma: no cover
-        msg = f"{path} has no tokenizer.json; loading it needs transformers: pip install transformers"
-        raise ImportError(msg) from e
-    try:
-        hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-    except (OSError, ValueError) as e:
-        msg = f"mix.token_count.tokenizer: cannot load a tokenizer from {path}: {e}"
-        raise ConfigError(msg) from None
-    return lambda texts: [len(ids) for ids in hf(texts, add_special_tokens=False)["input_ids"]]
-
-
-def _scan(rd, rel: str) -> pl.LazyFrame:
+def _scan(rd: RunDir, rel: str) -> pl.LazyFrame:
     protocol = rd.fs.protocol
     if "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
         return pl.scan_parquet(rd._p(rel))
-    import pyarrow.dataset as ds
-
-    return pl.scan_pyarrow_dataset(ds.dataset(rd._p(rel), filesystem=rd.fs, format="parquet"))
+    return pl.scan_pyarrow_dataset(pads.dataset(rd._p(rel), filesystem=rd.fs, format="parquet"))
 
 
 def _presence(schemas: dict[str, Any], column: str) -> list[str]:
     return [rel for rel, schema in schemas.items() if column in schema]
+
+
+def _curated_shards(rd: RunDir, run_dir: str, text_field: str) -> tuple[dict[str, pl.LazyFrame], dict[str, Any]]:
+    """Lazy frames and schemas of ``curated/*.parquet``, each checked for the keep and text columns."""
+    if not rd.fs.isdir(rd.path):
+        msg = f"run directory not found: {run_dir}"
+        raise PlanError(msg)
+    names = [n for n in rd.listdir("curated") if n.endswith(".parquet")]
+    if not names:
+        msg = f"no curated shards in {rd.url_of('curated')}: run `winnow run` (or `winnow write`) on this run first"
+        raise PlanError(msg)
+    scans, schemas = {}, {}
+    for rel in (f"curated/{n}" for n in names):
+        try:
+            scans[rel] = _scan(rd, rel)
+            schemas[rel] = scans[rel].collect_schema()
+        except Exception as e:  # polars/pyarrow raise many kinds for a corrupt file
+            raise ShardError(rel, f"cannot read: {e}") from None
+    for rel, schema in schemas.items():
+        for column in (KEEP, text_field):
+            if column not in schema:
+                msg = f"{rel}: no {column!r} column (columns: {', '.join(schema.names())})"
+                raise PlanError(msg)
+    return scans, schemas
+
+
+def _quality_kind(mix: MixSection, schemas: dict[str, Any], warnings: list[str]) -> tuple[str, str]:
+    """``(kind, reason for one bucket)``: ``mix.pools.quality``, or ``none`` when no shard has its column."""
+    quality = mix.pools.quality
+    q_column = {"quantiles": QUALITY_SCORE, "dataman_levels": QUALITY_OVERALL}.get(quality)
+    reason = "mix.pools.quality = none"
+    if q_column is None:
+        return quality, reason
+    have = _presence(schemas, q_column)
+    if not have:
+        reason = f"the curated shards have no {q_column} column (quality scoring has not run)"
+        warnings.append(f"{reason}: one quality bucket, {ALL!r}")
+        return "none", reason
+    if len(have) < len(schemas):
+        missing = [r for r in schemas if r not in have]
+        msg = f"{q_column} is in {len(have)} of {len(schemas)} curated shards (missing from {', '.join(missing)})"
+        raise PlanError(msg)
+    return quality, reason
+
+
+def _domain_column(mix: MixSection, schemas: dict[str, Any], warnings: list[str]) -> str | None:
+    """The domain column, or None for one domain (``mix.pools.domain = none``, or the default column is absent)."""
+    d_column: str | None = None if mix.pools.domain == "none" else mix.pools.domain
+    if d_column is None:
+        return None
+    have = _presence(schemas, d_column)
+    if not have and "domain" not in mix.pools.model_fields_set:
+        warnings.append(f"the curated shards have no {d_column!r} column: one domain, {ALL!r}")
+        return None
+    if len(have) < len(schemas):
+        missing = [r for r in schemas if r not in have]
+        available = sorted(set().union(*(s.names() for s in schemas.values())))
+        msg = (
+            f"mix.pools.domain = {d_column!r} is missing from {', '.join(missing)} "
+            f"(columns: {', '.join(available)}; or set mix.pools.domain=none)"
+        )
+        raise PlanError(msg)
+    return d_column
+
+
+def _shard_rows(scans: dict[str, pl.LazyFrame], schemas: dict[str, Any], run_dir: str) -> list[Shard]:
+    """Rows and kept rows of every shard; refuses a negative repeat count, and shards without kept rows."""
+    shards = []
+    for rel, lf in scans.items():
+        rep_col = REPEAT if REPEAT in schemas[rel] else None
+        rep = pl.col(REPEAT).cast(pl.Int64).fill_null(1) if rep_col else pl.lit(1, dtype=pl.Int64)
+        try:
+            counts = lf.select(
+                pl.len().alias("rows"), kept_expr(KEEP, rep_col).sum().alias("kept"), (rep < 0).sum().alias("neg")
+            ).collect()
+        except Exception as e:
+            raise ShardError(rel, f"cannot read: {e}") from None
+        if counts["neg"][0]:
+            raise ShardError(rel, f"{counts['neg'][0]} row(s) with a negative {REPEAT!r}")
+        shards.append(Shard(path=rel, rows=int(counts["rows"][0]), kept_rows=int(counts["kept"][0])))
+    if sum(s.kept_rows for s in shards) == 0:
+        msg = f"no kept rows (keep == true) in the {len(shards)} curated shard(s) of {run_dir}: nothing to plan"
+        raise PlanError(msg)
+    return shards
+
+
+def _quantile_edges(scans: dict[str, pl.LazyFrame], schemas: dict[str, Any], n: int) -> list[float] | None:
+    """The ``n - 1`` linear quantiles of ``quality_score`` (NaN = null) over the kept rows; None if all are null."""
+    qs = [i / n for i in range(1, n)]
+    if not qs:
+        return []
+    score = pl.col(QUALITY_SCORE).cast(pl.Float64).fill_nan(None)
+    kept = [lf.filter(kept_expr(KEEP, REPEAT if REPEAT in schemas[rel] else None)) for rel, lf in scans.items()]
+    kept_scores = pl.concat([lf.select(score) for lf in kept])
+    row = kept_scores.select(
+        [pl.col(QUALITY_SCORE).quantile(q, interpolation="linear").alias(str(i)) for i, q in enumerate(qs)]
+    ).collect()
+    edges = [row[str(i)][0] for i in range(len(qs))]
+    if any(e is None for e in edges):  # every kept score is null
+        return None
+    return [float(e) for e in edges]
+
+
+def _quality_definition(
+    kind: str, reason: str, n: int, scans: dict[str, pl.LazyFrame], schemas: dict[str, Any], warnings: list[str]
+) -> QuantileBuckets | DatamanLevels | OneBucket:
+    """The plan's ``pool_definition.quality`` for this kind (quantile edges computed over the kept rows)."""
+    if kind == "quantiles":
+        edges = _quantile_edges(scans, schemas, n)
+        if edges is not None:
+            return QuantileBuckets(
+                kind="quantiles", column=QUALITY_SCORE, n_buckets=n, edges=edges,
+                labels=[f"q{i}" for i in range(1, n + 1)],
+                rule="q<i> with i = 1 + the number of edges strictly below the score (q1 lowest); a null or NaN "
+                "score is q1",
+            )  # fmt: skip
+        warnings.append(f"no kept document has a {QUALITY_SCORE}: one quality bucket, {ALL!r}")
+        return OneBucket(kind="none", label=ALL, reason=f"every kept {QUALITY_SCORE} is null")
+    if kind == "dataman_levels":
+        return DatamanLevels(
+            kind="dataman_levels", column=QUALITY_OVERALL,
+            labels=[f"overall_{i}" for i in range(1, DATAMAN_LEVELS + 1)],
+            rule="overall_<level> (overall_5 highest); a null level is overall_1",
+        )  # fmt: skip
+    return OneBucket(kind="none", label=ALL, reason=reason)
+
+
+def _n_buckets(quality: QuantileBuckets | DatamanLevels | OneBucket) -> int:
+    """Buckets of a quality definition: ``n_buckets``, the 5 DataMan levels, or 1."""
+    if isinstance(quality, QuantileBuckets):
+        return quality.n_buckets
+    return DATAMAN_LEVELS if isinstance(quality, DatamanLevels) else 1
+
+
+def _shard_pools(rel: str, lf: pl.LazyFrame, names: list[str], rule: PoolRule, counter: TokenCounter) -> pl.DataFrame:
+    """Documents, unique tokens, pass tokens and null quality scores per pool of one shard's kept rows."""
+    text = rule.definition.text_column
+    try:
+        kept = (
+            lf.filter(rule.kept(names))
+            .select(
+                pl.col(text).cast(pl.String).alias("_text"),
+                rule.bucket.alias("quality_bucket"),
+                rule.rank.cast(pl.Int64).alias("quality_rank"),
+                rule.domain.alias("domain"),
+                rule.repeat(names).alias("_rep"),
+                rule.quality_null.alias("_qnull"),
+            )
+            .collect()
+        )
+        kept = kept.with_columns(pl.Series("_tokens", counter.counts(kept["_text"]), dtype=pl.Int64))
+        agg = kept.group_by("quality_bucket", "quality_rank", "domain").agg(
+            pl.len().cast(pl.Int64).alias("documents"),
+            pl.col("_tokens").sum().alias("unique_tokens"),
+            (pl.col("_tokens") * pl.col("_rep")).sum().alias("pass_tokens"),
+            pl.col("_qnull").cast(pl.Int64).sum().alias("_qnull"),
+        )
+    except pl.exceptions.PolarsError as e:
+        raise ShardError(rel, f"cannot count pools: {e}") from None
+    if isinstance(rule.definition.quality, DatamanLevels):
+        bad = agg.filter((pl.col("quality_rank") < 1) | (pl.col("quality_rank") > DATAMAN_LEVELS))
+        if bad.height:
+            raise ShardError(rel, f"{QUALITY_OVERALL} must be 1..5, got {', '.join(bad['quality_bucket'])}")
+    return agg
+
+
+def _null_quality_warning(pools: pl.DataFrame, quality: QuantileBuckets | DatamanLevels | OneBucket) -> list[str]:
+    """A warning when kept documents without a quality score went to the lowest bucket."""
+    n_null = int(pools["_qnull"].sum())
+    if not n_null or isinstance(quality, OneBucket):
+        return []
+    lowest = "q1" if isinstance(quality, QuantileBuckets) else "overall_1"
+    return [f"{n_null} kept document(s) without a quality score counted in the lowest bucket, {lowest}"]
 
 
 def pool_stats(
@@ -710,194 +952,37 @@ def pool_stats(
         PlanError: No run directory, no curated shards, missing columns, no kept rows.
         ShardError: A shard cannot be read or holds invalid values.
     """
-    from winnow.core.rundir import RunDir
-
     rd = RunDir(run_dir, storage_options)
-    if not rd.fs.isdir(rd.path):
-        msg = f"run directory not found: {run_dir}"
-        raise PlanError(msg)
-    names = [n for n in rd.listdir("curated") if n.endswith(".parquet")]
-    if not names:
-        msg = f"no curated shards in {rd.url_of('curated')}: run `winnow run` (or `winnow write`) on this run first"
-        raise PlanError(msg)
-    rels = [f"curated/{n}" for n in names]
-    scans, schemas = {}, {}
-    for rel in rels:
-        try:
-            scans[rel] = _scan(rd, rel)
-            schemas[rel] = scans[rel].collect_schema()
-        except Exception as e:  # polars/pyarrow raise many kinds for a corrupt file
-            raise ShardError(rel, f"cannot read: {e}") from None
+    scans, schemas = _curated_shards(rd, run_dir, text_field)
     warnings: list[str] = []
-    for rel, schema in schemas.items():
-        for column in (KEEP, text_field):
-            if column not in schema:
-                msg = f"{rel}: no {column!r} column (columns: {', '.join(schema.names())})"
-                raise PlanError(msg)
-
-    # --- which quality and domain columns
-    quality = mix.pools.quality
-    q_column = {"quantiles": QUALITY_SCORE, "dataman_levels": QUALITY_OVERALL}.get(quality)
-    reason = "mix.pools.quality = none"
-    if q_column is not None:
-        have = _presence(schemas, q_column)
-        if not have:
-            reason = f"the curated shards have no {q_column} column (quality scoring has not run)"
-            warnings.append(f"{reason}: one quality bucket, {ALL!r}")
-            quality, q_column = "none", None
-        elif len(have) < len(schemas):
-            missing = [r for r in schemas if r not in have]
-            msg = f"{q_column} is in {len(have)} of {len(schemas)} curated shards (missing from {', '.join(missing)})"
-            raise PlanError(msg)
-    d_column: str | None = None if mix.pools.domain == "none" else mix.pools.domain
-    if d_column is not None:
-        have = _presence(schemas, d_column)
-        if not have and "domain" not in mix.pools.model_fields_set:
-            warnings.append(f"the curated shards have no {d_column!r} column: one domain, {ALL!r}")
-            d_column = None
-        elif len(have) < len(schemas):
-            missing = [r for r in schemas if r not in have]
-            available = sorted(set().union(*(s.names() for s in schemas.values())))
-            msg = (
-                f"mix.pools.domain = {d_column!r} is missing from {', '.join(missing)} "
-                f"(columns: {', '.join(available)}; or set mix.pools.domain=none)"
-            )
-            raise PlanError(msg)
-
-    # --- row counts
-    def rep_expr(rel: str) -> pl.Expr:
-        if REPEAT in schemas[rel]:
-            return pl.col(REPEAT).cast(pl.Int64).fill_null(1)
-        return pl.lit(1, dtype=pl.Int64)
-
-    def kept_expr(rel: str) -> pl.Expr:
-        return pl.col(KEEP).fill_null(False) & (rep_expr(rel) > 0)
-
-    shards = []
-    for rel, lf in scans.items():
-        try:
-            counts = lf.select(
-                pl.len().alias("rows"), kept_expr(rel).sum().alias("kept"), (rep_expr(rel) < 0).sum().alias("neg")
-            ).collect()
-        except Exception as e:
-            raise ShardError(rel, f"cannot read: {e}") from None
-        if counts["neg"][0]:
-            raise ShardError(rel, f"{counts['neg'][0]} row(s) with a negative {REPEAT!r}")
-        shards.append({"path": rel, "rows": int(counts["rows"][0]), "kept_rows": int(counts["kept"][0])})
-    if sum(s["kept_rows"] for s in shards) == 0:
-        msg = f"no kept rows (keep == true) in the {len(shards)} curated shard(s) of {run_dir}: nothing to plan"
-        raise PlanError(msg)
-
-    # --- quality buckets
-    if quality == "quantiles":
-        n = mix.pools.n_buckets
-        score = pl.col(QUALITY_SCORE).cast(pl.Float64).fill_nan(None)
-        kept_scores = pl.concat([lf.filter(kept_expr(rel)).select(score) for rel, lf in scans.items()])
-        qs = [i / n for i in range(1, n)]
-        edges: list[float] = []
-        if qs:
-            row = kept_scores.select(
-                [pl.col(QUALITY_SCORE).quantile(q, interpolation="linear").alias(str(i)) for i, q in enumerate(qs)]
-            ).collect()
-            edges = [row[str(i)][0] for i in range(len(qs))]
-        if qs and any(e is None for e in edges):  # every kept score is null
-            warnings.append(f"no kept document has a {QUALITY_SCORE}: one quality bucket, {ALL!r}")
-            quality, reason = "none", f"every kept {QUALITY_SCORE} is null"
-        else:
-            idx = pl.sum_horizontal([(score > e).cast(pl.Int64) for e in edges]) + 1 if edges else pl.lit(1, pl.Int64)
-            bucket = pl.concat_str(pl.lit("q"), idx.cast(pl.String))
-            rank = n + 1 - idx
-            q_null = score.is_null()
-            n_buckets = n
-            definition_q = {
-                "kind": "quantiles", "column": QUALITY_SCORE, "n_buckets": n, "edges": [float(e) for e in edges],
-                "labels": [f"q{i}" for i in range(1, n + 1)],
-                "rule": "q<i> with i = 1 + the number of edges strictly below the score (q1 lowest); a null or NaN "
-                "score is q1",
-            }  # fmt: skip
-    if quality == "dataman_levels":
-        level = pl.col(QUALITY_OVERALL).cast(pl.Int64)
-        bucket = pl.concat_str(pl.lit("overall_"), level.fill_null(1).cast(pl.String))
-        rank = 6 - level.fill_null(1)
-        q_null = level.is_null()
-        n_buckets = 5
-        definition_q = {
-            "kind": "dataman_levels", "column": QUALITY_OVERALL, "labels": [f"overall_{i}" for i in range(1, 6)],
-            "rule": "overall_<level> (overall_5 highest); a null level is overall_1",
-        }  # fmt: skip
-    if quality == "none":
-        bucket, rank, q_null, n_buckets = pl.lit(ALL), pl.lit(1, pl.Int64), pl.lit(False), 1
-        definition_q = {"kind": "none", "label": ALL, "reason": reason}
-    domain = pl.col(d_column).cast(pl.String).fill_null(NULL_DOMAIN) if d_column else pl.lit(ALL)
-
-    # --- tokens and aggregation per shard
-    tc = mix.token_count
-    counter = token_counter(tc.tokenizer) if tc.method == "tokenizer" else None
-    parts = []
-    for rel, lf in scans.items():
-        kept = lf.filter(kept_expr(rel)).select(
-            pl.col(text_field).cast(pl.String).alias("_text"),
-            bucket.alias("quality_bucket"),
-            rank.cast(pl.Int64).alias("quality_rank"),
-            domain.alias("domain"),
-            rep_expr(rel).alias("_rep"),
-            q_null.alias("_qnull"),
-        )
-        try:
-            if counter is None:
-                kept = kept.with_columns(pl.col("_text").str.count_matches(r"\S+").fill_null(0).alias("_tokens"))
-            else:
-                frame = kept.collect()
-                texts = frame["_text"].fill_null("").to_list()
-                counts: list[int] = []
-                for i in range(0, len(texts), tc.batch_size):
-                    counts.extend(counter(texts[i : i + tc.batch_size]))
-                kept = frame.with_columns(pl.Series("_tokens", counts, dtype=pl.Int64)).lazy()
-            agg = (
-                kept.group_by("quality_bucket", "quality_rank", "domain")
-                .agg(
-                    pl.len().cast(pl.Int64).alias("documents"),
-                    pl.col("_tokens").cast(pl.Int64).sum().alias("unique_tokens"),
-                    (pl.col("_tokens").cast(pl.Int64) * pl.col("_rep")).sum().alias("pass_tokens"),
-                    pl.col("_qnull").cast(pl.Int64).sum().alias("_qnull"),
-                )
-                .collect()
-            )
-        except pl.exceptions.PolarsError as e:
-            raise ShardError(rel, f"cannot count pools: {e}") from None
-        if quality == "dataman_levels":
-            bad = agg.filter((pl.col("quality_rank") < 1) | (pl.col("quality_rank") > 5))
-            if bad.height:
-                raise ShardError(rel, f"{QUALITY_OVERALL} must be 1..5, got {', '.join(bad['quality_bucket'])}")
-        parts.append(agg)
+    kind, reason = _quality_kind(mix, schemas, warnings)
+    d_column = _domain_column(mix, schemas, warnings)
+    shards = _shard_rows(scans, schemas, run_dir)
+    quality = _quality_definition(kind, reason, mix.pools.n_buckets, scans, schemas, warnings)
+    definition = PoolDefinition(
+        keep_column=KEEP,
+        repeat_column=REPEAT if _presence(schemas, REPEAT) else None,
+        text_column=text_field,
+        id_column=id_field,
+        quality=quality,
+        domain=DomainColumn(column=d_column, null=NULL_DOMAIN) if d_column else OneDomain(column=None, label=ALL),
+    )
+    rule = pool_rule(definition)
+    counter = TokenCounter(token_count_rule(mix.token_count), mix.token_count.batch_size)
+    parts = [_shard_pools(rel, lf, schemas[rel].names(), rule, counter) for rel, lf in scans.items()]
     pools = (
         pl.concat(parts)
         .group_by("quality_bucket", "quality_rank", "domain")
         .agg(pl.col("documents", "unique_tokens", "pass_tokens", "_qnull").sum())
         .sort("quality_rank", "domain")
     )
-    n_null = int(pools["_qnull"].sum())
-    if n_null and quality != "none":
-        lowest = "q1" if quality == "quantiles" else "overall_1"
-        warnings.append(f"{n_null} kept document(s) without a quality score counted in the lowest bucket, {lowest}")
-    if tc.method == "tokenizer":
-        token_count = {"method": "tokenizer", "tokenizer": tc.tokenizer, "special_tokens": False}
-    else:
-        token_count = {"method": "whitespace", "rule": WHITESPACE_RULE}
-    definition = {
-        "keep_column": KEEP,
-        "repeat_column": REPEAT if _presence(schemas, REPEAT) else None,
-        "text_column": text_field,
-        "id_column": id_field,
-        "quality": definition_q,
-        "domain": {"column": d_column, "null": NULL_DOMAIN} if d_column else {"column": None, "label": ALL},
-    }
+    warnings += _null_quality_warning(pools, quality)
     return PoolStats(
         pools=pools.select(POOL_COLUMNS),
         shards=tuple(shards),
         definition=definition,
-        token_count=token_count,
-        n_quality_buckets=n_buckets,
+        token_count=counter.rule,
+        n_quality_buckets=_n_buckets(quality),
         warnings=tuple(warnings),
     )
 
@@ -905,7 +990,7 @@ def pool_stats(
 # =============================================================================================================
 # The whole plan, written atomically
 # =============================================================================================================
-def _config_hash(rd) -> str | None:
+def _config_hash(rd: RunDir) -> str | None:
     if not rd.exists("config.resolved.yaml"):
         return None
     try:
@@ -914,6 +999,55 @@ def _config_hash(rd) -> str | None:
         return None
     value = data.get("config_hash") if isinstance(data, dict) else None
     return None if value is None else str(value)
+
+
+def build_mixture_plan(
+    run_dir: str,
+    mix: MixSection,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    seed: int = 0,
+    storage_options: dict[str, Any] | None = None,
+    budget_tokens: int | None = None,
+) -> MixturePlan:
+    """The full mixture plan of a run: :func:`pool_stats` + :func:`choose_mixture` + provenance (module doc).
+
+    Args:
+        run_dir: The run directory (local path or fsspec URL).
+        mix: The mix config.
+        text_field: The text column (``io.text_field``).
+        id_field: The id column (``io.id_field``), recorded as ``pool_definition.id_column``.
+        seed: The run's seed, recorded when ``mix.seed`` is null.
+        storage_options: fsspec options of a remote run directory.
+        budget_tokens: Overrides the config's budget.
+
+    Returns:
+        The :class:`~winnow.mixers.plan.MixturePlan`.
+    """
+    stats = pool_stats(run_dir, mix, text_field=text_field, id_field=id_field, storage_options=storage_options)
+    core = choose_mixture(stats.pools, mix, budget_tokens=budget_tokens, n_quality_buckets=stats.n_quality_buckets)
+    config_hash = _config_hash(RunDir(run_dir, storage_options))
+    warnings = list(stats.warnings)
+    if config_hash is None:
+        warnings.append("no config_hash: the run directory has no readable config.resolved.yaml")
+    return MixturePlan(
+        format=PLAN_FORMAT,
+        winnow_version=winnow.__version__,
+        config_hash=config_hash,
+        seed=mix.seed if mix.seed is not None else seed,
+        budget=core.budget,
+        max_repeats=core.max_repeats,
+        token_count=stats.token_count,
+        law=core.law,
+        pool_definition=stats.definition,
+        shards=list(stats.shards),
+        candidates=core.candidates,
+        choice=core.choice,
+        phases=core.phases,
+        pools=core.pools,
+        warnings=warnings + core.warnings,
+    )
 
 
 def build_plan(
@@ -926,58 +1060,34 @@ def build_plan(
     storage_options: dict[str, Any] | None = None,
     budget_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """The full mixture plan of a run: :func:`pool_stats` + :func:`plan_mixture` + provenance (module doc).
-
-    Args:
-        run_dir: The run directory (local path or fsspec URL).
-        mix: The mix config.
-        text_field: The text column (``io.text_field``).
-        id_field: The id column (``io.id_field``), recorded as ``pool_definition.id_column``.
-        seed: The run's seed, recorded when ``mix.seed`` is null.
-        storage_options: fsspec options of a remote run directory.
-        budget_tokens: Overrides the config's budget.
-
-    Returns:
-        The plan as a JSON-ready dict.
-    """
-    from winnow.core.rundir import RunDir
-
-    import winnow
-
-    stats = pool_stats(run_dir, mix, text_field=text_field, id_field=id_field, storage_options=storage_options)
-    core = plan_mixture(stats.pools, mix, budget_tokens=budget_tokens, n_quality_buckets=stats.n_quality_buckets)
-    config_hash = _config_hash(RunDir(run_dir, storage_options))
-    warnings = list(stats.warnings)
-    if config_hash is None:
-        warnings.append("no config_hash: the run directory has no readable config.resolved.yaml")
-    return {
-        "format": PLAN_FORMAT,
-        "winnow_version": winnow.__version__,
-        "config_hash": config_hash,
-        "seed": mix.seed if mix.seed is not None else seed,
-        "budget": core["budget"],
-        "max_repeats": core["max_repeats"],
-        "token_count": stats.token_count,
-        "law": core["law"],
-        "pool_definition": stats.definition,
-        "shards": list(stats.shards),
-        "candidates": core["candidates"],
-        "choice": core["choice"],
-        "phases": core["phases"],
-        "pools": core["pools"],
-        "warnings": warnings + core["warnings"],
-    }
+    """:func:`build_mixture_plan` as a JSON-ready dict (the keys and values written to ``mixture_plan.json``)."""
+    plan = build_mixture_plan(
+        run_dir,
+        mix,
+        text_field=text_field,
+        id_field=id_field,
+        seed=seed,
+        storage_options=storage_options,
+        budget_tokens=budget_tokens,
+    )
+    return plan.to_dict()
 
 
-def plan_json(plan: dict[str, Any]) -> str:
+def _as_plan(plan: MixturePlan | Mapping[str, Any]) -> MixturePlan:
+    """The plan as a :class:`MixturePlan` (a dict is validated: only a well-formed plan is written)."""
+    return plan if isinstance(plan, MixturePlan) else MixturePlan.model_validate(plan)
+
+
+def plan_json(plan: MixturePlan | Mapping[str, Any]) -> str:
     """The plan as the text written to ``mixture_plan.json`` (indented, UTF-8, newline-terminated)."""
-    return json.dumps(plan, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return _as_plan(plan).to_json()
 
 
-def write_plan(run_dir: str, plan: dict[str, Any], storage_options: dict[str, Any] | None = None) -> str:
+def write_plan(
+    run_dir: str, plan: MixturePlan | Mapping[str, Any], storage_options: dict[str, Any] | None = None
+) -> str:
     """Write ``<run_dir>/mixture_plan.json`` atomically (temporary name, then rename); return its URL."""
-    from winnow.core.rundir import RunDir
-
+    text = plan_json(plan)
     rd = RunDir(run_dir, storage_options)
-    rd.write_bytes(PLAN_FILE, plan_json(plan).encode("utf-8"))
+    rd.write_bytes(PLAN_FILE, text.encode("utf-8"))
     return rd.url_of(PLAN_FILE)

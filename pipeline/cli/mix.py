@@ -10,16 +10,18 @@ missing run directory, no curated shards, no kept rows, no budget, a budget the 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
 from winnow.core.cli_util import exit_on_error
 from winnow.core.errors import ConfigError
 from winnow.mixers.config import MixSection
-from winnow.mixers.planner import build_plan, plan_json, write_plan
+from winnow.mixers.plan import MixturePlan, UpsamplePhase
+from winnow.mixers.planner import build_mixture_plan, write_plan
 from winnow.pipeline.config import WinnowConfig, load_config
 
 __all__ = ["load_mix_config", "mix_command"]
@@ -120,7 +122,7 @@ def mix_command(
         run_dir = run or cfg.io.output
         if not run_dir:
             raise ConfigError("--run: give the run directory (or set io.output in the config)")
-        plan = build_plan(
+        plan = build_mixture_plan(
             run_dir,
             mix,
             text_field=cfg.io.text_field,
@@ -129,76 +131,80 @@ def mix_command(
             storage_options=cfg.io.storage_options,
         )
         path = write_plan(run_dir, plan, cfg.io.storage_options)
-    for w in plan["warnings"]:
+    for w in plan.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     if json_:
-        typer.echo(plan_json(plan), nl=False)
+        typer.echo(plan.to_json(), nl=False)
         return
     _print_summary(out, plan, path)
     if explain:
         _print_explain(out, plan)
 
 
-def _print_summary(out: Console, plan: dict[str, Any], path: str) -> None:
-    choice, budget = plan["choice"], plan["budget"]
-    phases = plan["phases"]
+def _phase_caption(plan: MixturePlan) -> str:
+    """``phases: base [0, T); upsample [T, budget) x<factor> for <domains>``."""
+    parts = []
+    for p in plan.phases:
+        part = f"{p.name} [{p.start_token:,}, {p.end_token:,})"
+        if isinstance(p, UpsamplePhase):
+            part += f" x{p.factor:g} for {', '.join(p.domains)}"
+        parts.append(part)
+    return "phases: " + "; ".join(parts)
+
+
+def _print_summary(out: Console, plan: MixturePlan, path: str) -> None:
+    choice, budget = plan.choice, plan.budget
+    phases = plan.phases
     table = Table(
         title=escape(
-            f"mixture plan: {budget['tokens']:,} tokens ({budget['source']}), top {choice['m']} of "
-            f"{len(plan['candidates'])} quality bucket(s): {', '.join(choice['quality_buckets'])}"
+            f"mixture plan: {budget.tokens:,} tokens ({budget.source}), top {choice.m} of "
+            f"{len(plan.candidates)} quality bucket(s): {', '.join(choice.quality_buckets)}"
         ),
         title_justify="left",
-        caption=escape(
-            "phases: "
-            + "; ".join(
-                f"{p['name']} [{p['start_token']:,}, {p['end_token']:,})"
-                + (f" x{p['factor']:g} for {', '.join(p['domains'])}" if p["name"] == "upsample" else "")
-                for p in phases
-            )
-        ),
+        caption=escape(_phase_caption(plan)),
         caption_justify="left",
     )
-    passes = any(p["pass_tokens"] != p["unique_tokens"] for p in plan["pools"] if p["chosen"])
+    passes = any(p.pass_tokens != p.unique_tokens for p in plan.pools if p.chosen)
     table.add_column("pool", overflow="fold")
     for col in ("documents", "unique tokens", "tokens", "epochs", *(("passes",) if passes else ())):
         table.add_column(col, justify="right")
     for p in phases:
-        table.add_column(f"{p['name']} weight", justify="right")
-    for pool in plan["pools"]:
-        if not pool["chosen"]:
+        table.add_column(f"{p.name} weight", justify="right")
+    for pool in plan.pools:
+        if not pool.chosen:
             continue
         table.add_row(
-            escape(pool["pool"]),
-            _int(pool["documents"]),
-            _int(pool["unique_tokens"]),
-            _int(pool["tokens"]),
-            f"{pool['unique_epochs']:.3f}",
-            *((f"{pool['epochs']:.3f}",) if passes else ()),
-            *(f"{pool['phase_weights'][p['name']]:.4f}" for p in phases),
+            escape(pool.pool),
+            _int(pool.documents),
+            _int(pool.unique_tokens),
+            _int(pool.tokens),
+            f"{pool.unique_epochs:.3f}",
+            *((f"{pool.epochs:.3f}",) if passes else ()),
+            *(f"{pool.phase_weights[p.name]:.4f}" for p in phases),
         )
     if passes:
         table.caption += " | epochs: of the unique tokens (<= mix.max_repeats); passes: over the pool with its repeats"
     out.print(table)
-    left_out = [p["pool"] for p in plan["pools"] if not p["chosen"]]
+    left_out = [p.pool for p in plan.pools if not p.chosen]
     if left_out:
         out.print(escape(f"left out: {', '.join(left_out)}"), highlight=False)
-    law = plan["law"]
-    sources = {law["a"]["source"], law["d"]["source"], *(b["source"] for b in law["buckets"])}
+    law = plan.law
+    sources = {law.a.source, law.d.source, *(b.source for b in law.buckets)}
     kinds = sorted({s.split(" ", 1)[0].rstrip(":") for s in sources})
     out.print(
         escape(
-            f"law: Goyal et al. 2024, a={law['a']['value']:g}, d={law['d']['value']:g}, tau scaling "
-            f"{law['tau_scaling']}; parameters from: {', '.join(kinds)} (see --explain or the plan's law section)"
+            f"law: Goyal et al. 2024, a={law.a.value:g}, d={law.d.value:g}, tau scaling "
+            f"{law.tau_scaling}; parameters from: {', '.join(kinds)} (see --explain or the plan's law section)"
         ),
         highlight=False,
     )
-    out.print(escape(f"why: {choice['reason']}"), highlight=False)
+    out.print(escape(f"why: {choice.reason}"), highlight=False)
     out.print(escape(f"plan written to {path}"), highlight=False)
 
 
-def _print_explain(out: Console, plan: dict[str, Any]) -> None:
-    cands = plan["candidates"]
-    with_loss = any(c["muennighoff_loss"] is not None for c in cands)
+def _print_explain(out: Console, plan: MixturePlan) -> None:
+    cands = plan.candidates
+    with_loss = any(c.muennighoff_loss is not None for c in cands)
     table = Table(
         title="candidates: unions of the top m quality buckets (ranked by the law's b, most negative first)",
         title_justify="left",
@@ -211,33 +217,33 @@ def _print_explain(out: Console, plan: dict[str, Any]) -> None:
     table.add_column("within cap")
     for c in cands:
         cells = [
-            str(c["m"]),
-            escape(", ".join(c["quality_buckets"])),
-            _int(c["unique_tokens"]),
-            f"{c['unique_epochs']:.4g}",
-            _fmt(c["predicted_error"]),
-            f"{c['effective_tokens']:,.0f}",
+            str(c.m),
+            escape(", ".join(c.quality_buckets)),
+            _int(c.unique_tokens),
+            f"{c.unique_epochs:.4g}",
+            _fmt(c.predicted_error),
+            f"{c.effective_tokens:,.0f}",
         ]
         if with_loss:
-            cells.append(_fmt(c["muennighoff_loss"]))
-        cells += [f"{c['max_unique_epochs']:.4g}", "yes" if c["within_cap"] else "no"]
-        style = "bold" if c["chosen"] else None
+            cells.append(_fmt(c.muennighoff_loss))
+        cells += [f"{c.max_unique_epochs:.4g}", "yes" if c.within_cap else "no"]
+        style = "bold" if c.chosen else None
         table.add_row(*cells, style=style)
     out.print(table)
     for c in cands:
-        mark = "*" if c["chosen"] else "-"
-        out.print(escape(f"{mark} top {c['m']} ({', '.join(c['quality_buckets'])}): {c['note']}"), highlight=False)
-    law = plan["law"]
+        mark = "*" if c.chosen else "-"
+        out.print(escape(f"{mark} top {c.m} ({', '.join(c.quality_buckets)}): {c.note}"), highlight=False)
+    law = plan.law
     params = Table(title="law parameters (Goyal et al. 2024)", title_justify="left")
     for col in ("parameter", "value", "source"):
         params.add_column(col, justify="right" if col == "value" else "left")
-    params.add_row("a", f"{law['a']['value']:g}", escape(law["a"]["source"]))
-    params.add_row("d", f"{law['d']['value']:g}", escape(law["d"]["source"]))
-    for b in law["buckets"]:
-        params.add_row(escape(f"b, tau [{b['quality_bucket']}]"), f"{b['b']:.4g}, {b['tau']:.4g}", escape(b["source"]))
+    params.add_row("a", f"{law.a.value:g}", escape(law.a.source))
+    params.add_row("d", f"{law.d.value:g}", escape(law.d.source))
+    for b in law.buckets:
+        params.add_row(escape(f"b, tau [{b.quality_bucket}]"), f"{b.b:.4g}, {b.tau:.4g}", escape(b.source))
     out.print(params)
-    choice = plan["choice"]
+    choice = plan.choice
     out.print(
-        escape(f"chosen: top {choice['m']} (the law's best: top {choice['law_best_m']}); {choice['reason']}"),
+        escape(f"chosen: top {choice.m} (the law's best: top {choice.law_best_m}); {choice.reason}"),
         highlight=False,
     )

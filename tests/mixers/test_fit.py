@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from winnow.mixers.fit import FitResult, fit_goyal, fit_muennighoff, read_runs
 from winnow.mixers.laws import MUENNIGHOFF_2023, GoyalParams, MuennighoffParams, goyal_error, muennighoff_loss
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from winnow.mixers.laws import (
     ALPHA,
     MUENNIGHOFF_2023,

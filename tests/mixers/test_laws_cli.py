@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+
 from winnow.mixers.fit import fit_goyal, fit_muennighoff, read_runs
 from winnow.mixers.laws import best_top_m, effective_data, effective_params, muennighoff_loss, unique_params
 from winnow.pipeline.cli.laws import laws_app

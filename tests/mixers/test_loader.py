@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
+
 from winnow.mixers.config import MixSection
 from winnow.mixers.loader import MixtureDataset, MixturePlanError, merge_loader_state
+from winnow.mixers.plan import MixturePlan
 from winnow.mixers.planner import PLAN_FILE, build_plan, pool_stats, write_plan
 
 SOURCES = ("web", "code", "books")
@@ -490,3 +492,36 @@ def test_shards_changed_since_the_plan(fresh_run):
     pq.write_table(table.slice(0, 100), path)
     with pytest.raises(MixturePlanError, match="100 rows, the plan counted 150"):
         MixtureDataset(fresh_run)
+
+
+def test_plan_with_a_missing_or_unknown_key_is_refused_by_name(fresh_run):
+    plan = json.loads((fresh_run / PLAN_FILE).read_text())
+    broken = json.loads(json.dumps(plan))
+    del broken["budget"]
+    (fresh_run / PLAN_FILE).write_text(json.dumps(broken))
+    with pytest.raises(MixturePlanError, match=r"mixture_plan\.json: the plan lacks budget; re-run `winnow mix`"):
+        MixtureDataset(fresh_run)
+    broken = json.loads(json.dumps(plan))
+    del broken["pools"][2]["phase_tokens"]
+    broken["pool_definition"]["bucket_by"] = "score"
+    (fresh_run / PLAN_FILE).write_text(json.dumps(broken))
+    with pytest.raises(MixturePlanError) as e:
+        MixtureDataset(fresh_run)
+    assert str(e.value).endswith(
+        f"{fresh_run / PLAN_FILE}: the plan lacks pools[2].phase_tokens; the plan has unknown key(s) "
+        "pool_definition.bucket_by; re-run `winnow mix`"
+    )
+    broken = json.loads(json.dumps(plan))
+    broken["token_count"] = {"method": "bpe"}
+    with pytest.raises(MixturePlanError, match=r"the plan given: bad value\(s\): token_count \(Input tag 'bpe'"):
+        MixtureDataset(broken, run_dir=str(fresh_run))
+
+
+def test_plan_as_a_model_or_a_dict(run, reference):
+    plan = json.loads((run / PLAN_FILE).read_text())
+    typed = MixturePlan.model_validate(plan)
+    from_model = MixtureDataset(typed, run_dir=str(run))
+    assert isinstance(from_model.plan, MixturePlan) and from_model.plan == typed
+    from_dict = MixtureDataset(plan, run_dir=str(run))
+    assert from_model.fingerprint == from_dict.fingerprint == MixtureDataset(run).fingerprint
+    assert [key(r) for r in from_model] == reference

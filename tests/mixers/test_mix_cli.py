@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
+
 from winnow.mixers.config import MixSection
 from winnow.mixers.planner import PLAN_FILE, build_plan
 from winnow.pipeline.cli.mix import load_mix_config, mix_command

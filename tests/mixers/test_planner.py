@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
+
 from winnow.core.errors import ConfigError
 from winnow.mixers.config import (
     GOYAL_REFERENCE_B,
@@ -388,18 +389,18 @@ def test_hand_computed_token_counts(tmp_path):
     # code: "one" is dropped; None text (0 words) and "p q r s t" (5) are kept
     assert (got["code"]["documents"], got["code"]["unique_tokens"], got["code"]["pass_tokens"]) == (2, 5, 5)
     assert (got["unknown"]["documents"], got["unknown"]["unique_tokens"], got["unknown"]["pass_tokens"]) == (1, 2, 4)
-    assert stats.shards == (
+    assert tuple(s.model_dump() for s in stats.shards) == (
         {"path": "curated/a.parquet", "rows": 6, "kept_rows": 5},
         {"path": "curated/b.parquet", "rows": 2, "kept_rows": 1},
     )
-    assert stats.definition["repeat_column"] == "repeat" and stats.definition["quality"]["kind"] == "none"
+    assert stats.definition.repeat_column == "repeat" and stats.definition.quality.kind == "none"
     assert any("no quality_score column" in w for w in stats.warnings)
 
 
 def test_quantile_buckets_follow_the_recorded_rule(tmp_path):
     run = make_run(tmp_path)
     stats = pool_stats(str(run), MixSection())
-    q = stats.definition["quality"]
+    q = stats.definition.quality.model_dump()
     assert q["kind"] == "quantiles" and q["labels"] == ["q1", "q2", "q3", "q4"] and len(q["edges"]) == 3
     rows = read_rows(run).filter(pl.col("keep") & (pl.col("repeat") > 0))
     # the loader's rule, recomputed in plain Python: q<1 + #edges strictly below the score>
@@ -441,12 +442,12 @@ def test_null_scores_go_to_the_lowest_bucket(tmp_path):
     pq.write_table(pa.table(table), run / "curated" / "a.parquet")
     stats = pool_stats(str(run), mix_of(pools={"n_buckets": 2, "domain": "none"}))
     assert dict(stats.pools.select("quality_bucket", "documents").iter_rows()) == {"q2": 2, "q1": 4}
-    assert stats.definition["quality"]["edges"] == [pytest.approx(0.25)]
+    assert stats.definition.quality.edges == [pytest.approx(0.25)]
     assert any("2 kept document(s) without a quality score" in w for w in stats.warnings)
     table["quality_score"] = pa.array([None] * 6, pa.float32())
     pq.write_table(pa.table(table), run / "curated" / "a.parquet")
     stats = pool_stats(str(run), mix_of(pools={"domain": "none"}))
-    assert stats.pools["quality_bucket"].to_list() == ["all"] and stats.definition["quality"]["kind"] == "none"
+    assert stats.pools["quality_bucket"].to_list() == ["all"] and stats.definition.quality.kind == "none"
 
 
 def test_domain_column_fallback_and_errors(tmp_path):
@@ -489,7 +490,7 @@ def test_tokenizer_counts(tmp_path):
         len(tok.encode(t, add_special_tokens=False).ids) for t in texts
     )
     assert int(stats.pools["unique_tokens"].sum()) > sum(len(t.split()) for t in texts)
-    assert stats.token_count == {"method": "tokenizer", "tokenizer": str(model), "special_tokens": False}
+    assert stats.token_count.model_dump() == {"method": "tokenizer", "tokenizer": str(model), "special_tokens": False}
 
 
 # =============================================================================================================
