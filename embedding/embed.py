@@ -26,6 +26,7 @@ from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError
 from winnow.core.io import is_bert_whitespace
 from winnow.embedding.section import EmbedSection
+from winnow.embedding.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
 
 BUNDLED = "bundled"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -146,8 +147,6 @@ class Embedder:
         self.max_seq_length = int(model.max_seq_length)
         self._can_cut = self.cfg.pre_truncate_chars is not None and _is_wordpiece(model.tokenizer)
         if self.cfg.tokenizer == "torch":
-            from winnow.embedding.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
-
             if str(path) not in _TABLES:
                 try:
                     _TABLES[str(path)] = build_tables(model.tokenizer)

@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
+
+import winnow
 from winnow.core.cli_util import exit_on_error
 from winnow.core.io import list_shards
 from winnow.pipeline.config import WinnowConfig, load_config
-
-import winnow
 
 #: sub-commands imported only when they run (``winnow --help`` must not import the report, the laws' scipy fits or
 #: the mixer): name -> (module, attribute: a typer command function or a Typer app, one-line help)
@@ -33,6 +33,13 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-student": (
         "winnow.pipeline.cli.student", "train_student_command",
         "Train the student rater on LLM ratings of a run's documents.",
+    ),
+    "stages": (
+        "winnow.pipeline.cli.registry", "stages_command",
+        "List the registered stages: order, what each reads and writes, GPU or not.",
+    ),
+    "strategies": (
+        "winnow.pipeline.cli.registry", "strategies_command", "List the registered prune strategies and raters.",
     ),
     "laws": (
         "winnow.pipeline.cli.laws", "laws_app",
@@ -192,6 +199,8 @@ def _execute(
     config, inputs, output, sets, workers, limit, seed,
     overwrite, fail_on_reject, dry_run, no_progress, verbose, quiet,
 ) -> None:  # fmt: skip
+    # lazy for start-up time, not a cycle: the runner imports datatrove and every stage (torch, faiss), which
+    # `winnow --help` and `winnow config` do not need (tests/test_architecture.py allows exactly this one)
     from winnow.pipeline.runner import run_pipeline, setup_logging
 
     setup_logging(-1 if quiet else verbose)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+
 from winnow.clustering.semdedup import is_duplicate, kept_fraction_by_eps
 from winnow.core.errors import CurationError
 from winnow.scorers.base import CRITERION_COLUMNS

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
 from winnow.pipeline.prune.base import Decision, PruneContext
 from winnow.pipeline.prune.registry import STRATEGIES
 

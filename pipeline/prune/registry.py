@@ -6,10 +6,11 @@ with what it needs and whether it needs a target::
     @STRATEGIES.register("random", order=10, needs=(), target="required")
     def random(ctx): ...
 
-``order`` places it in lists (the config's allowed values, the report); ``needs`` names the stored scores it reads: ``clusters`` (assignments and centroids), ``dedup`` (SemDeDup
-similarities), ``quality`` (the ``quality/`` ratings). ``target`` is ``required`` (``keep_fraction`` or
-``keep_count`` must be set) or ``optional``. The config's allowed ``prune.strategy`` values, the prune stage's
-requirements and the report's strategy list are read from here.
+``order`` places it in lists (the config's allowed values, the report). ``needs`` names the stored scores it reads:
+``clusters`` (assignments and centroids), ``dedup`` (SemDeDup similarities), ``quality`` (the ``quality/``
+ratings). ``target`` is ``required`` (``keep_fraction`` or ``keep_count`` must be set) or ``optional``.
+``curve=False`` leaves it out of the report's pruning curves. The config's allowed ``prune.strategy`` values, the
+prune stage's requirements and the report's strategy list are read from here.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+
 from winnow.core.errors import CurationError
 from winnow.core.io import Shard
 from winnow.core.layout import bucket_name, read_parquet

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
+
 from winnow.core.section import Section
 from winnow.pipeline.prune.registry import STRATEGIES, needs_target
 from winnow.scorers.base import CRITERIA

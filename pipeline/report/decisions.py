@@ -2,7 +2,7 @@
 
 Every name the report takes from :mod:`winnow.pipeline.prune` is imported here and nowhere else: ``load_scores``
 (the stored assignments, SemDeDup similarities and quality ratings, row for row), ``decide`` (the pure function the
-prune stage calls) and ``NEEDS_*`` (which scores a strategy needs). The report never imports the stages or the
+prune stage calls), ``NEEDS_*`` (which scores a strategy needs) and ``STRATEGIES`` (the registered strategies). The report never imports the stages or the
 runner.
 """
 
@@ -20,17 +20,16 @@ from winnow.core.errors import ConfigError, CurationError
 from winnow.core.io import Shard
 from winnow.core.rundir import RunDir
 from winnow.pipeline.config import WinnowConfig
-from winnow.pipeline.prune import NEEDS_CLUSTERS, NEEDS_DEDUP, NEEDS_QUALITY, decide, load_scores
+from winnow.pipeline.prune import NEEDS_CLUSTERS, NEEDS_DEDUP, NEEDS_QUALITY, STRATEGIES, decide, load_scores
 
 if TYPE_CHECKING:
     from winnow.pipeline.report.scores import RunScores
 
 __all__ = ["CURVE_STRATEGIES", "Point", "decide_point", "prune_logs_off", "read_stored_scores", "supported_strategies"]
 
-#: Strategies of the pruning curves, in plotting order (each where the run's scores support it).
-CURVE_STRATEGIES: tuple[str, ...] = (
-    "random", "semdedup", "prototypicality_easy", "prototypicality_hard", "dbp", "quality", "dataman_level",
-)  # fmt: skip
+#: Strategies of the pruning curves, in plotting order (each where the run's scores support it): every registered
+#: strategy that does not opt out with ``curve=False`` (``none`` keeps everything: no curve).
+CURVE_STRATEGIES: tuple[str, ...] = tuple(e.name for e in STRATEGIES.entries() if e.meta.get("curve", True))
 
 
 def read_stored_scores(

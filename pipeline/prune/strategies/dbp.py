@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from loguru import logger
+
 from winnow.pipeline.prune.base import Decision, PruneContext, cluster_stats_frame, cluster_table, take_top
 from winnow.pipeline.prune.registry import STRATEGIES
 from winnow.scorers.complexity import dbp_quotas
@@ -13,6 +14,7 @@ from winnow.scorers.complexity import dbp_quotas
 
 @STRATEGIES.register("dbp", order=40, needs=("clusters", "dedup"), target="required")
 def dbp(ctx: PruneContext) -> Decision:
+    """SemDeDup, then per-cluster quotas from cluster complexity (Abbas et al. 2024)."""
     p, target, dup = ctx.cfg.prune, ctx.target, ctx.dup
     keep, reason = ctx.empty()
     survivors = ~dup

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from winnow.pipeline.prune.base import Decision, PruneContext, take_top
 from winnow.pipeline.prune.registry import STRATEGIES
 
@@ -30,9 +31,11 @@ def _prototypicality(ctx: PruneContext, largest: bool) -> Decision:
 
 @STRATEGIES.register("prototypicality_easy", order=30, needs=("clusters",), target="required")
 def prototypicality_easy(ctx: PruneContext) -> Decision:
+    """Keep the N documents closest to their centroid (prototypical, Sorscher et al. 2022)."""
     return _prototypicality(ctx, largest=False)
 
 
 @STRATEGIES.register("prototypicality_hard", order=31, needs=("clusters",), target="required")
 def prototypicality_hard(ctx: PruneContext) -> Decision:
+    """Keep the N documents farthest from their centroid (hard examples, Sorscher et al. 2022)."""
     return _prototypicality(ctx, largest=True)

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 from loguru import logger
+
 from winnow.pipeline.prune.base import Decision, PruneContext
 from winnow.pipeline.prune.registry import STRATEGIES
 
 
 @STRATEGIES.register("quality", order=50, needs=("quality",), target="required")
 def quality(ctx: PruneContext) -> Decision:
+    """Keep the top of quality_score (or the sum of prune.quality_by) by token share per stratum (DataMan)."""
     p = ctx.cfg.prune
     if p.quality_by:
         cols = [ctx.frame[f"quality_{c}"].cast(pl.Float64).fill_null(0.0).to_numpy() for c in p.quality_by]
@@ -36,6 +38,7 @@ def quality(ctx: PruneContext) -> Decision:
 
 @STRATEGIES.register("dataman_level", order=51, needs=("quality",), target="optional")
 def dataman_level(ctx: PruneContext) -> Decision:
+    """Keep documents at one DataMan overall level, sampled to token-share quotas per stratum (upsampled if short)."""
     level = ctx.frame["quality_overall"].to_numpy(allow_copy=True)
     eligible = np.nan_to_num(level.astype(np.float64), nan=-1) == ctx.cfg.prune.dataman_level
     if ctx.target is None:  # every document at the level, once

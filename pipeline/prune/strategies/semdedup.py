@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+
 from winnow.pipeline.prune.base import Decision, PruneContext, take_top
 from winnow.pipeline.prune.registry import STRATEGIES
 
 
 @STRATEGIES.register("semdedup", order=20, needs=("clusters", "dedup"), target="optional")
 def semdedup(ctx: PruneContext) -> Decision:
+    """Drop semantic duplicates at dedup.eps, or keep the N least-duplicated."""
     keep, reason = ctx.empty()
     dup = ctx.dup
     if ctx.target is None:
