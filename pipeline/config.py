@@ -16,12 +16,14 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
 from winnow.core.config import IOSection, RunSection
 from winnow.core.errors import ConfigError
 from winnow.core.section import Section
 from winnow.embedding.section import EmbedSection
 from winnow.mixers.config import MixSection
 from winnow.pipeline.prune.section import PruneSection
+from winnow.scorers.backends import RATERS
 from winnow.scorers.llm import LLMSection
 from winnow.scorers.student import StudentSection
 
@@ -73,6 +75,10 @@ class DedupSection(Section):
     block_size: int = Field(2048, ge=16)
 
 
+#: the allowed ``score.backend`` values: ``none`` and the registered rater backends (``winnow strategies`` lists them)
+SCORE_BACKENDS = ("none", *RATERS.names())
+
+
 class ScoreSection(Section):
     """DataMan-style quality and domain scoring (DESIGN §3.6).
 
@@ -88,7 +94,7 @@ class ScoreSection(Section):
             ``backend: student``.
     """
 
-    backend: Literal["none", "heuristic", "llm", "student"] = "heuristic"
+    backend: Literal[SCORE_BACKENDS] = "heuristic"
     domain: Literal["auto", "embedding", "keywords"] = "auto"
     llm: LLMSection | None = None
     student: StudentSection | None = None

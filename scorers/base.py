@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from winnow.embedding.embed import Embedder
+from winnow.embedding.section import EmbedSection
 
 #: the 13 DataMan criteria, in prompt order (the 14th rating is the overall score)
 CRITERIA: tuple[str, ...] = (
@@ -70,6 +74,23 @@ class Rater(ABC):
     """
 
     name: str = "rater"
+
+    @classmethod
+    def from_config(cls, score: Any, embed: EmbedSection, embedder: Embedder | None = None) -> Rater:
+        """The rater the pipeline runs for these config sections (constructed cheaply; ``setup()`` loads models).
+
+        Args:
+            score: the ``score`` config section (``backend``, ``domain``, ``llm``, ``student``).
+            embed: the ``embed`` config section.
+            embedder: the run's embedder, for raters that embed (optional: they build their own from ``embed``).
+        """
+        raise NotImplementedError(f"{cls.__name__} cannot be built from the config")
+
+    @classmethod
+    def uses_embeddings(cls, score: Any) -> bool:
+        """Whether the rater built for the ``score`` section reads the documents' stored embeddings (then the
+        embed stage must have run)."""
+        return False
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load models or open clients (idempotent)."""

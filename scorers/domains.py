@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+
 from winnow.scorers.base import DOMAINS
 
 #: domain name → (description, keywords). The description says what belongs to the domain; keywords are typical
@@ -222,8 +223,8 @@ class DomainClassifier:
     """Nearest domain prototype in embedding space, with a keyword fallback.
 
     Args:
-        embedder: a ``winnow.embedding.embed.Embedder`` configured like the one that embedded the documents (needed only
-            for the embedding route; its model loads on ``setup()``).
+        embedder: a ``winnow.embedding.embed.Embedder`` configured like the one that embedded the documents (needed
+            only for the embedding route; its model loads on ``setup()``).
         min_similarity: below this best cosine similarity a document is ``Other``.
         min_keyword_hits: below this many keyword hits the fallback says ``Other``.
     """

@@ -74,16 +74,16 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from winnow.embedding.embed import Embedder
+from winnow.embedding.section import EmbedSection
 from winnow.scorers.base import CRITERIA, QUALITY_SCHEMA, Rater
 from winnow.scorers.domains import DomainClassifier
-
-if TYPE_CHECKING:
-    from winnow.embedding.embed import Embedder
-    from winnow.embedding.section import EmbedSection
+from winnow.scorers.registry import RATERS
 
 # ------------------------------------------------------------------------------------------------ word lists
 
@@ -428,42 +428,55 @@ def _unwrap(lines: list[str], width: float) -> list[str]:
     return out
 
 
-def text_features(text: str) -> np.ndarray:
-    """The raw proxy features of one document, in ``FEATURE_NAMES`` order (float64)."""
-    f = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
-    n_chars = len(text)
-    raw_tokens = text.split()
-    nw = len(raw_tokens)
-    f[_FI["n_words"]] = nw
-    if nw == 0:
-        # nothing to measure: the neutral values of an empty document (rated 1 on most criteria below)
-        f[_FI["script_share"]] = f[_FI["lang_share"]] = 1.0
-        return f
+class _Doc:
+    """What the feature groups of one non-empty document share, computed once by ``text_features``."""
 
-    # ---- repetition (Gopher)
-    lines_all = text.split("\n")
-    lines = [ln.strip() for ln in lines_all if ln.strip()]
-    paras = [p.strip() for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    __slots__ = ("alpha", "cps", "dom", "lines", "n_letters", "norm", "nw", "raw_tokens", "text", "width", "words")
+
+    def __init__(self, text: str, raw_tokens: list[str]):
+        self.text = text
+        self.raw_tokens = raw_tokens
+        self.nw = len(raw_tokens)
+        self.lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+        self.norm = [t.strip(_STRIP).lower() for t in raw_tokens]
+        self.words = [w for w in self.norm if w]
+        self.cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        self.width = _wrap_width(self.lines)
+        # set by the feature groups that measure them, read by later ones
+        self.n_letters: int = 0
+        self.dom: int = 0
+        self.alpha: list[str] = []
+
+
+def _repetition_features(f: np.ndarray, d: _Doc) -> None:
+    """Gopher repetition: duplicate lines and paragraphs, top n-gram and repeated n-gram character shares."""
+    n_chars = len(d.text)
+    paras = [p.strip() for p in re.split(r"\n\s*\n", d.text.strip()) if p.strip()]
     # speaker labels on their own line ("HAMLET:") repeat by design; they are left out of the duplicate lines
     f[_FI["dup_line_frac"]], f[_FI["dup_line_char_frac"]] = _dup_fracs(
-        [ln for ln in lines if not _LABEL.match(ln)], n_chars
+        [ln for ln in d.lines if not _LABEL.match(ln)], n_chars
     )
     f[_FI["dup_para_frac"]], f[_FI["dup_para_char_frac"]] = _dup_fracs(paras, n_chars)
-    norm = [t.strip(_STRIP).lower() for t in raw_tokens]
-    words = [w for w in norm if w]
-    f[_FI["top2_char_frac"] : _FI["dup10_char_frac"] + 1] = _ngram_fracs(words)
+    f[_FI["top2_char_frac"] : _FI["dup10_char_frac"] + 1] = _ngram_fracs(d.words)
 
-    # ---- scripts and languages
-    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+def _script_features(f: np.ndarray, d: _Doc) -> None:
+    """Share of the dominant script among the letters and the mojibake share; sets ``d.n_letters``."""
+    cps = d.cps
     bmp = np.minimum(cps, 0xFFFF)
     script_counts = np.bincount(_scripts()[bmp], minlength=_N_SCRIPTS)[1:]
-    n_letters = script_counts.sum()
+    d.n_letters = n_letters = script_counts.sum()
     f[_FI["script_share"]] = script_counts.max() / n_letters if n_letters else 1.0
     bad_cps = ((cps >= 0x80) & (cps <= 0x9F)) | (cps == 0xFFFD) | ((cps >= 0xE000) & (cps <= 0xF8FF))
-    f[_FI["mojibake_frac"]] = (np.count_nonzero(bad_cps) + len(_MOJIBAKE.findall(text))) / n_chars
+    f[_FI["mojibake_frac"]] = (np.count_nonzero(bad_cps) + len(_MOJIBAKE.findall(d.text))) / len(d.text)
+
+
+def _language_features(f: np.ndarray, d: _Doc) -> None:
+    """Function-word language profile: share of the dominant language, function-word ratios; sets ``d.dom``."""
+    nw = d.nw
     lang_hits = np.zeros(len(_LANGS), dtype=np.int64)
     all_hits = np.zeros(len(_LANGS), dtype=np.int64)
-    for w in words:
+    for w in d.words:
         langs = _STOP_LANGS.get(w)
         if langs:
             for li in langs:
@@ -471,15 +484,18 @@ def text_features(text: str) -> np.ndarray:
             if len(langs) == 1:
                 lang_hits[langs[0]] += 1
     n_lang = lang_hits.sum()
-    dom = int(np.argmax(all_hits)) if all_hits.any() else 0
+    d.dom = dom = int(np.argmax(all_hits)) if all_hits.any() else 0
     # a profile from fewer than 5 distinctive hits is too thin to call a mix
     f[_FI["lang_share"]] = lang_hits.max() / n_lang if n_lang >= 5 else 1.0
     f[_FI["stop_ratio"]] = min(1.0, all_hits[dom] / nw * _STOP_NORM[0] / _STOP_NORM[dom])
     f[_FI["en_stop_ratio"]] = all_hits[0] / nw
 
-    # ---- lines
+
+def _line_features(f: np.ndarray, d: _Doc) -> None:
+    """Line shapes (punctuated ends, bullets, ellipses, short lines, speakers), boilerplate and URLs."""
+    text, lines, nw = d.text, d.lines, d.nw
     n_lines = max(len(lines), 1)
-    width = _wrap_width(lines)
+    width = d.width
     ok = sum(1 for i, ln in enumerate(lines) if _line_end(ln) in _LINE_END_OK or _continues(lines, i, width))
     f[_FI["line_end_punct_frac"]] = ok / n_lines
     f[_FI["words_per_terminal"]] = nw / (len(_TERMINAL.findall(text)) + 1)
@@ -495,11 +511,13 @@ def text_features(text: str) -> np.ndarray:
     f[_FI["boilerplate_line_frac"]] = min(1.0, n_boiler / n_lines)
     if "@" in text or "http" in lower or "www." in lower:
         n_url = sum(
-            1 for t in raw_tokens if ("@" in t or "http" in t or "www." in t) and _URL_EMAIL.search(t[:_MAX_TOKEN])
+            1 for t in d.raw_tokens if ("@" in t or "http" in t or "www." in t) and _URL_EMAIL.search(t[:_MAX_TOKEN])
         )
         f[_FI["url_frac"]] = n_url / nw
 
-    # ---- tokens (one pass)
+
+def _token_counts(raw_tokens: list[str], norm: list[str]) -> tuple[list[str], int, int, int]:
+    """One pass over the tokens: (words with a letter, weird tokens, all-caps words, words with a digit)."""
     alpha: list[str] = []
     weird = caps = digit_words = 0
     for t, w in zip(raw_tokens, norm, strict=True):
@@ -521,21 +539,32 @@ def text_features(text: str) -> np.ndarray:
             core = t.strip(_STRIP)
             if len(core) >= 2 and core.isupper():
                 caps += 1
-    n_alpha = max(len(alpha), 1)
-    f[_FI["alpha_word_frac"]] = len(alpha) / nw
+    return alpha, weird, caps, digit_words
+
+
+def _token_features(f: np.ndarray, d: _Doc) -> None:
+    """Token kinds (alphabetic, weird, all-caps, digits), symbols, informal and disfluent words, lower-case
+    sentence starts; sets ``d.alpha``. Needs ``d.dom``."""
+    text, raw_tokens, words, nw = d.text, d.raw_tokens, d.words, d.nw
+    d.alpha, weird, caps, digit_words = _token_counts(raw_tokens, d.norm)
+    f[_FI["alpha_word_frac"]] = len(d.alpha) / nw
     f[_FI["weird_token_frac"]] = weird / nw
     f[_FI["caps_word_frac"]] = caps / nw
     f[_FI["digit_word_frac"]] = digit_words / nw
     non_space = sum(len(t) for t in raw_tokens)
-    f[_FI["symbol_char_frac"]] = np.count_nonzero(np.isin(cps, _SYMBOL_CPS)) / max(non_space, 1)
-    lower_i = raw_tokens.count("i") if dom == 0 else 0  # the pronoun I written lower-case (English only)
+    f[_FI["symbol_char_frac"]] = np.count_nonzero(np.isin(d.cps, _SYMBOL_CPS)) / max(non_space, 1)
+    lower_i = raw_tokens.count("i") if d.dom == 0 else 0  # the pronoun I written lower-case (English only)
     f[_FI["informal_frac"]] = (sum(1 for w in words if w in INFORMAL) + lower_i) / nw
     f[_FI["disfluency_frac"]] = sum(1 for w in words if w in DISFLUENCY) / nw
     starts = _AFTER_TERMINAL.findall(text)
     f[_FI["lower_start_frac"]] = sum(1 for c in starts if c.islower()) / len(starts) if starts else 0.0
 
-    # ---- sentences (in logical lines: hard-wrapped lines joined)
-    logical = [ln for ln in _unwrap(lines, width) if not _LABEL.match(ln)]  # speaker labels are not sentences
+
+def _sentence_features(f: np.ndarray, d: _Doc) -> None:
+    """Sentence lengths, commas, function-word variety and opener variety, in logical lines (hard-wrapped lines
+    joined). Needs ``d.dom``."""
+    text, words, nw = d.text, d.words, d.nw
+    logical = [ln for ln in _unwrap(d.lines, d.width) if not _LABEL.match(ln)]  # speaker labels are not sentences
     sents = [s for s in _SENT_SPLIT.split("\n".join(logical)) if s and s.strip()]
     sent_lens = np.array([len(s.split()) for s in sents], dtype=np.float64)
     sent_lens = sent_lens[sent_lens > 0]
@@ -545,12 +574,16 @@ def text_features(text: str) -> np.ndarray:
     f[_FI["short_sent_frac"]] = float(np.mean(sent_lens < 4))
     f[_FI["sent_len_cv"]] = sent_lens.std() / sent_lens.mean() if len(sent_lens) >= 3 else np.nan
     f[_FI["commas_per_sent"]] = sum(text.count(c) for c in ",;:") / len(sent_lens)
-    f[_FI["func_word_variety"]] = min(1.0, len({w for w in words[:100] if w in LANG_STOP[_LANGS[dom]]}) / 25)
+    f[_FI["func_word_variety"]] = min(1.0, len({w for w in words[:100] if w in LANG_STOP[_LANGS[d.dom]]}) / 25)
     openers = [s.split()[0].strip(_STRIP).lower() for s in sents if s.split()]
     f[_FI["opener_variety"]] = len(set(openers)) / len(openers) if openers else 0.0
 
-    # ---- vocabulary
-    f[_FI["mean_word_len"]] = n_letters / n_alpha
+
+def _vocabulary_features(f: np.ndarray, d: _Doc) -> None:
+    """Word length, long words, MATTR and proper nouns. Needs ``d.n_letters`` and ``d.alpha``."""
+    words, alpha, nw = d.words, d.alpha, d.nw
+    n_alpha = max(len(alpha), 1)
+    f[_FI["mean_word_len"]] = d.n_letters / n_alpha
     f[_FI["long_word_frac"]] = sum(1 for w in alpha if len(w) >= 7) / n_alpha
     win = 50
     if len(words) <= win:
@@ -562,14 +595,18 @@ def text_features(text: str) -> np.ndarray:
         )
     prev_end = True
     proper = 0
-    for t in raw_tokens:
+    for t in d.raw_tokens:
         core = t.strip(_STRIP)
         if core[:1].isupper() and not prev_end and core != "I" and not core.isupper():
             proper += 1
         prev_end = t[-1:] in '.!?:"”' or t.rstrip(_CLOSERS)[-1:] in ".!?"
     f[_FI["proper_noun_frac"]] = proper / nw
 
-    # ---- lexical cohesion and style (blocks of words)
+
+def _cohesion_features(f: np.ndarray, d: _Doc) -> None:
+    """Lexical cohesion of adjacent blocks, the share of the top content words, and style variation across
+    blocks of words."""
+    words, nw = d.words, d.nw
     content = [_stem(w) for w in words if len(w) > 2 and w.isalpha() and w not in _ALL_STOP]
     bs = 40
     if len(content) >= 2 * bs:
@@ -586,8 +623,8 @@ def text_features(text: str) -> np.ndarray:
     if nw >= 2 * sw:
         stats = []
         for i in range(0, nw - sw + 1, sw):
-            blk_raw = raw_tokens[i : i + sw]
-            blk = norm[i : i + sw]
+            blk_raw = d.raw_tokens[i : i + sw]
+            blk = d.norm[i : i + sw]
             wl = [len(w) for w in blk if w]
             stats.append(
                 (
@@ -598,9 +635,41 @@ def text_features(text: str) -> np.ndarray:
             )
         f[_FI["style_var"]] = float(np.mean(np.std(np.array(stats), axis=0)))
 
-    # ---- sensitivity
+
+def _sensitivity_features(f: np.ndarray, d: _Doc) -> None:
+    """Explicit/offensive and violence terms per 1000 words."""
+    words, nw = d.words, d.nw
     f[_FI["sens_strong"]] = 1000.0 * sum(1 for w in words if w in SENSITIVE_STRONG) / nw
     f[_FI["sens_weak"]] = 1000.0 * sum(1 for w in words if w in SENSITIVE_WEAK) / nw
+
+
+#: the feature groups, in the order they run (later groups read what earlier ones set on the ``_Doc``)
+_FEATURE_GROUPS = (
+    _repetition_features,
+    _script_features,
+    _language_features,
+    _line_features,
+    _token_features,
+    _sentence_features,
+    _vocabulary_features,
+    _cohesion_features,
+    _sensitivity_features,
+)
+
+
+def text_features(text: str) -> np.ndarray:
+    """The raw proxy features of one document, in ``FEATURE_NAMES`` order (float64)."""
+    f = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
+    raw_tokens = text.split()
+    nw = len(raw_tokens)
+    f[_FI["n_words"]] = nw
+    if nw == 0:
+        # nothing to measure: the neutral values of an empty document (rated 1 on most criteria below)
+        f[_FI["script_share"]] = f[_FI["lang_share"]] = 1.0
+        return f
+    doc = _Doc(text, raw_tokens)
+    for group in _FEATURE_GROUPS:
+        group(f, doc)
     return f
 
 
@@ -822,6 +891,7 @@ def _to_int8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(x + 0.5), 1, 5).astype(np.int8)
 
 
+@RATERS.register("heuristic", order=10, needs_embeddings=False, gpu=False, section=None)
 class HeuristicRater(Rater):
     """DataMan criteria from measurable text proxies, domain from the nearest domain description.
 
@@ -848,15 +918,23 @@ class HeuristicRater(Rater):
         self.classifier: DomainClassifier | None = None
         self._own_embedder = False
 
+    @classmethod
+    def from_config(cls, score: Any, embed: EmbedSection, embedder: Embedder | None = None) -> HeuristicRater:
+        """The rater of ``score.backend: heuristic``: ``score.domain`` with the run's embedding model (reusing
+        ``embedder`` when given)."""
+        return cls(embed=embed, embedder=embedder, domain=score.domain)
+
+    @classmethod
+    def uses_embeddings(cls, score: Any) -> bool:
+        """The domain comes from the stored embeddings unless ``score.domain`` is ``keywords``."""
+        return score.domain != "keywords"
+
     def setup(self) -> None:
         if self.classifier is not None:
             return
         embedder = None
         if self.domain != "keywords":
             if self.embedder is None:
-                from winnow.embedding.embed import Embedder
-                from winnow.embedding.section import EmbedSection
-
                 self.embedder = Embedder(self.embed if self.embed is not None else EmbedSection())
                 self._own_embedder = True
             embedder = self.embedder

@@ -54,10 +54,14 @@ import numpy as np
 import pyarrow as pa
 from loguru import logger
 from pydantic import Field, field_validator, model_validator
+
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError, RetryableError
 from winnow.core.section import Section
+from winnow.embedding.embed import Embedder
+from winnow.embedding.section import EmbedSection
 from winnow.scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
+from winnow.scorers.registry import RATERS
 
 #: the user turn of DESIGN §3.6; ``{text}`` is the (truncated) document
 PROMPT_TEMPLATE = (
@@ -269,6 +273,7 @@ class _Aborted(Exception):
     """A request gave up because another request of the same batch failed for good."""
 
 
+@RATERS.register("llm", order=20, needs_embeddings=False, gpu=True, section="score.llm")
 class LLMRater(Rater):
     """Rates documents with a DataMan-style chat LM (see the module docstring for the rules).
 
@@ -285,6 +290,13 @@ class LLMRater(Rater):
         self.stats: dict[str, int] = {}
         self.reset_stats()
         self._init_runtime()
+
+    @classmethod
+    def from_config(cls, score: Any, embed: EmbedSection, embedder: Embedder | None = None) -> LLMRater:
+        """The rater of ``score.backend: llm``: the ``score.llm`` section (the embed settings are not used)."""
+        if score.llm is None:
+            raise ConfigError("score.backend=llm needs a score.llm section (model: DIR, or endpoint: URL)")
+        return cls(score.llm)
 
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
@@ -339,6 +351,7 @@ class LLMRater(Rater):
         self._init_runtime()
 
     def _setup_local(self) -> None:
+        # heavy, and only the local backend needs them: imported here, not when the config is read
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -365,7 +378,8 @@ class LLMRater(Rater):
         self.model, self.tokenizer, self.device = model, tok, device
 
     def _setup_http(self) -> None:
-        import requests  # noqa: F401 - fail here, not in a worker thread
+        # only the http backend needs requests (kept off the config's import path); fail here, not in a worker
+        import requests  # noqa: F401
 
         self._url = f"{self.cfg.endpoint}/chat/completions"
         self._headers = {"Content-Type": "application/json"}
@@ -375,7 +389,7 @@ class LLMRater(Rater):
                 raise ConfigError(f"llm.api_key_env: the environment variable {self.cfg.api_key_env} is not set")
             self._headers["Authorization"] = f"Bearer {key}"
         if self.cfg.tokenizer is not None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy and optional: only with llm.tokenizer
 
             path = Path(self.cfg.tokenizer).expanduser()
             if not path.is_dir():
@@ -504,6 +518,7 @@ class LLMRater(Rater):
     # ---------------------------------------------------------------------------------------------- local
 
     def _answers_local(self, texts: list[str]) -> Iterator[tuple[int, str | None]]:
+        # heavy, local backend only (see _setup_local)
         import torch
         from transformers import GenerationConfig
 
@@ -571,7 +586,7 @@ class LLMRater(Rater):
     def _session(self) -> Any:
         s = getattr(self._local, "session", None)
         if s is None:
-            import requests
+            import requests  # http backend only (see _setup_http)
 
             s = requests.Session()
             self._local.session = s
@@ -581,7 +596,7 @@ class LLMRater(Rater):
 
     def _request(self, text: str) -> str | None:
         """One chat completion; the answer text, or None for a document-specific failure (non-retryable 4xx)."""
-        import requests
+        import requests  # http backend only (see _setup_http)
 
         c = self.cfg
         body = {

@@ -59,10 +59,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 from pydantic import Field
+
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError, CurationError
 from winnow.core.section import Section
+from winnow.embedding.embed import Embedder, model_label
+from winnow.embedding.section import EmbedSection
 from winnow.scorers.base import CRITERIA, CRITERION_COLUMNS, DOMAINS, QUALITY_SCHEMA, Rater
+from winnow.scorers.heuristic import FEATURE_NAMES, features_matrix
+from winnow.scorers.registry import RATERS
 
 #: the regression head's outputs, in order: the 13 criteria, then the overall rating
 RATING_COLUMNS: tuple[str, ...] = (*CRITERION_COLUMNS, "quality_overall")
@@ -119,8 +124,6 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
 
 def text_features(texts: Sequence[str]) -> np.ndarray:
     """The raw heuristic features of ``texts`` (``[n, 51]`` float64, NaN where a feature is not measurable)."""
-    from winnow.scorers.heuristic import features_matrix
-
     return features_matrix(texts)
 
 
@@ -133,7 +136,7 @@ def _spearman(pred: np.ndarray, true: np.ndarray) -> float | None:
     """Spearman's rho, or None when it is undefined (fewer than 3 values, or one side constant)."""
     if len(true) < 3 or np.ptp(true) == 0 or np.ptp(pred) == 0:
         return None
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # heavy (about a second to import) and only training reports need it
 
     rho = float(spearmanr(pred, true).statistic)
     return None if math.isnan(rho) else rho
@@ -170,7 +173,7 @@ def split(
 
 def _build_net(in_dim: int, hidden: int, layers: int, dropout: float):
     """The network: ``trunk`` (an MLP), ``ratings`` (14 outputs) and ``domain`` (15 logits) in a ModuleDict."""
-    from torch import nn
+    from torch import nn  # heavy: loaded only when a student trains or rates, not when the config is read
 
     trunk: list[nn.Module] = []
     width = in_dim
@@ -226,8 +229,6 @@ class StudentModel:
     ) -> StudentModel:
         """A randomly initialised model (seed torch first for a reproducible one); no text features when
         ``feature_mean`` is None."""
-        from winnow.scorers.heuristic import FEATURE_NAMES
-
         use_features = feature_mean is not None
         meta: dict[str, Any] = {
             "format": FORMAT,
@@ -300,7 +301,7 @@ class StudentModel:
 
     def predict_inputs(self, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """``(ratings [n, 14] float32 on the 1..5 scale, unclipped; domain probabilities [n, 15])``."""
-        import torch
+        import torch  # heavy (see _build_net)
 
         self.net.eval()
         n = len(x)
@@ -339,7 +340,7 @@ class StudentModel:
 
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` and ``student.json`` into ``out_dir`` (created)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # pulls in torch: heavy (see _build_net)
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -357,7 +358,7 @@ class StudentModel:
         Raises:
             ConfigError: not a student model directory, another format version, or features that changed.
         """
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # pulls in torch: heavy (see _build_net)
 
         path = Path(model_dir).expanduser()
         meta_path, weights_path = path / META_FILE, path / WEIGHTS_FILE
@@ -377,14 +378,11 @@ class StudentModel:
             )
         if meta["rating_columns"] != list(RATING_COLUMNS) or meta["domains"] != list(DOMAIN_NAMES):
             raise ConfigError(f"{meta_path}: the criteria or domains differ from this winnow's: retrain the student")
-        if meta["text_features"]:
-            from winnow.scorers.heuristic import FEATURE_NAMES
-
-            if meta["feature_names"] != list(FEATURE_NAMES):
-                raise ConfigError(
-                    f"{meta_path}: the model was trained on other text features than winnow.scorers.heuristic computes "
-                    "now: retrain the student"
-                )
+        if meta["text_features"] and meta["feature_names"] != list(FEATURE_NAMES):
+            raise ConfigError(
+                f"{meta_path}: the model was trained on other text features than winnow.scorers.heuristic "
+                "computes now: retrain the student"
+            )
         device = torch_device(device, "student device")
         model = cls(meta, device="cpu")
         state = load_file(str(weights_path), device="cpu")
@@ -475,6 +473,198 @@ def _metrics(
     }
 
 
+def _check_settings(holdout: float, val_fraction: float, epochs: int) -> None:
+    """Reject training settings out of range (before any work)."""
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(f"holdout must be in [0, 1), got {holdout}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+
+
+def _split_keys(ratings_table: pa.Table) -> list[str]:
+    """The keys the split hashes: the ``id`` column as strings, else the row numbers."""
+    if "id" in ratings_table.column_names:
+        return [str(v) for v in ratings_table.column("id").to_pylist()]
+    return [str(i) for i in range(ratings_table.num_rows)]
+
+
+def _raw_features(
+    texts: Sequence[str] | None, features: np.ndarray | None, rows: np.ndarray, n_rows: int
+) -> np.ndarray:
+    """``[n_rows, 51]`` raw text features: ``features`` as given, or computed for the rated ``rows`` (NaN
+    elsewhere)."""
+    if features is not None:
+        raw_feats = np.asarray(features, dtype=np.float64)
+    else:
+        if texts is None:
+            raise CurationError("use_text_features needs the texts (or precomputed features)")
+        if len(texts) != n_rows:
+            raise CurationError(f"{len(texts)} texts for {n_rows} ratings rows")
+        raw_feats = text_features([texts[i] for i in rows])
+        raw_feats = _scatter(raw_feats, rows, n_rows)
+    if len(raw_feats) != n_rows:
+        raise CurationError(f"{len(raw_feats)} feature rows for {n_rows} ratings rows")
+    return raw_feats
+
+
+def _feature_standardisation(raw_feats: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the transformed features over the training rows (0 and 1 for a feature
+    never measurable there)."""
+    t = _signed_log1p(raw_feats[train_rows])
+    t = np.where(np.isfinite(t), t, np.nan)
+    with warnings.catch_warnings():  # an all-NaN feature (never measurable in training) gets mean 0, std 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        feat_mean = np.nan_to_num(np.nanmean(t, axis=0), nan=0.0)
+        feat_std = np.nanstd(t, axis=0)
+    feat_std = np.where(np.isfinite(feat_std) & (feat_std > 1e-8), feat_std, 1.0)
+    return feat_mean, feat_std
+
+
+def _tensors(x_all: np.ndarray, y_scaled: np.ndarray, dom_all: np.ndarray, idx: np.ndarray, device: str):
+    """``(inputs, targets with 0 for missing, target mask, domain index)`` of rows ``idx`` as tensors on ``device``."""
+    import torch  # heavy (see _build_net)
+
+    y = y_scaled[idx]
+    mask = np.isfinite(y)
+    return (
+        torch.from_numpy(x_all[idx]).to(device),
+        torch.from_numpy(np.nan_to_num(y, nan=0.0).astype(np.float32)).to(device),
+        torch.from_numpy(mask.astype(np.float32)).to(device),
+        torch.from_numpy(dom_all[idx]).to(device),
+    )
+
+
+def _losses(net, x, y, m, d, smoothing: float = 0.0):
+    """(masked rating MSE, domain cross-entropy over the rows with a domain; 0 when none)."""
+    import torch  # heavy (see _build_net)
+
+    r, logits = _forward(net, x)
+    mse = ((r - y) ** 2 * m).sum() / m.sum().clamp(min=1.0)
+    dm = d >= 0
+    ce = torch.zeros((), device=x.device)
+    if bool(dm.any()):
+        ce = torch.nn.functional.cross_entropy(logits[dm], d[dm], label_smoothing=smoothing)
+    return mse, ce
+
+
+def _constant_guess_losses(train, val) -> tuple[float, float]:
+    """The validation rating MSE and domain CE of the best constant guess (the training means, the training class
+    frequencies): the scales the validation loss is measured in."""
+    import torch  # heavy (see _build_net)
+
+    _, yt, mt, dt = train
+    # the epoch is chosen on (rating MSE, domain CE), each relative to that of the best constant guess, so neither
+    # head's scale decides alone; the CE grows with over-confidence long before the accuracy falls, hence the
+    # label smoothing in training
+    mean_y = (yt * mt).sum(0) / mt.sum(0).clamp(min=1.0)
+    base_mse = max(float(((val[1] - mean_y) ** 2 * val[2]).sum() / val[2].sum().clamp(min=1.0)), 1e-6)
+    counts = torch.bincount(dt[dt >= 0], minlength=len(DOMAIN_NAMES)).float() + 1.0
+    vd = val[3][val[3] >= 0]
+    base_ce = max(float(-torch.log(counts / counts.sum())[vd].mean()) if len(vd) else 1.0, 1e-6)
+    return base_mse, base_ce
+
+
+def _train_epoch(net, opt, train, perm, batch_size: int, domain_weight: float, label_smoothing: float) -> None:
+    """One pass over the training rows in the order ``perm``, in batches."""
+    xt, yt, mt, dt = train
+    net.train()
+    for start in range(0, len(perm), batch_size):
+        b = perm[start : start + batch_size]
+        opt.zero_grad(set_to_none=True)
+        mse, ce = _losses(net, xt[b], yt[b], mt[b], dt[b], label_smoothing)
+        (mse + domain_weight * ce).backward()
+        opt.step()
+
+
+def _val_loss(net, val, base_mse: float, base_ce: float, domain_weight: float) -> float:
+    """The validation loss: rating MSE and weighted domain CE, each relative to the constant guess's."""
+    import torch  # heavy (see _build_net)
+
+    net.eval()
+    with torch.inference_mode():
+        mse, ce = _losses(net, *val)
+        return float(mse) / base_mse + domain_weight * float(ce) / base_ce
+
+
+def _fit(
+    net,
+    train,
+    val,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    domain_weight: float,
+    label_smoothing: float,
+    patience: int,
+    device: str,
+) -> tuple[int, int]:
+    """Train ``net`` (AdamW, batches in a seeded order) for at most ``epochs``; with validation rows, stop after
+    ``patience`` epochs without a better validation loss and restore the best epoch's weights.
+
+    Returns:
+        ``(epochs run, the epoch whose weights were kept)``.
+    """
+    import torch  # heavy (see _build_net)
+
+    if val is not None:
+        base_mse, base_ce = _constant_guess_losses(train, val)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    epochs_run = 0
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(len(train[0]), generator=gen).to(device)
+        _train_epoch(net, opt, train, perm, batch_size, domain_weight, label_smoothing)
+        epochs_run = epoch
+        if val is None:
+            continue
+        vloss = _val_loss(net, val, base_mse, base_ce, domain_weight)
+        if vloss < best_loss - 1e-6:
+            best_loss, best_epoch = vloss, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    else:
+        best_epoch = epochs_run
+    net.eval()
+    return epochs_run, best_epoch
+
+
+def _constant_baselines(y_all: np.ndarray, dom_all: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """The report's baselines from the training rows: the median of each rating column (3 when it has none) and
+    the most frequent domain (index 0 when none)."""
+    medians = np.array(
+        [np.nanmedian(y_all[train_rows, j]) if np.isfinite(y_all[train_rows, j]).any() else TARGET_CENTER
+         for j in range(len(RATING_COLUMNS))]
+    )  # fmt: skip
+    dtrain = dom_all[train_rows]
+    majority = (
+        int(np.bincount(dtrain[dtrain >= 0], minlength=len(DOMAIN_NAMES)).argmax()) if (dtrain >= 0).any() else 0
+    )
+    return medians, majority
+
+
+def _evaluate(
+    model: StudentModel,
+    x_all: np.ndarray,
+    y_all: np.ndarray,
+    dom_all: np.ndarray,
+    idx: np.ndarray,
+    medians: np.ndarray,
+    majority: int,
+) -> dict[str, Any]:
+    """The metrics of the model's predictions on rows ``idx`` (see ``_metrics``)."""
+    pred, probs = model.predict_inputs(x_all[idx])
+    return _metrics(np.clip(pred, 1.0, 5.0), probs, y_all[idx], dom_all[idx], medians, majority)
+
+
 def train_student(
     ratings_table: pa.Table,
     embeddings: np.ndarray,
@@ -528,25 +718,17 @@ def train_student(
     Raises:
         CurationError: misaligned inputs, bad ratings, or too few usable rows.
     """
-    import torch
+    import torch  # heavy (see _build_net)
 
     t0 = time.perf_counter()
-    if not 0.0 <= holdout < 1.0:
-        raise ConfigError(f"holdout must be in [0, 1), got {holdout}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if epochs < 1:
-        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    _check_settings(holdout, val_fraction, epochs)
     device = torch_device(device, "student device")
     n_rows = ratings_table.num_rows
     emb = _normalise(embeddings)
     if len(emb) != n_rows:
         raise CurationError(f"{len(emb)} embeddings for {n_rows} ratings rows")
     y_all, dom_all = ratings_arrays(ratings_table)
-    if "id" in ratings_table.column_names:
-        keys = [str(v) for v in ratings_table.column("id").to_pylist()]
-    else:
-        keys = [str(i) for i in range(n_rows)]
+    keys = _split_keys(ratings_table)
 
     rated = np.isfinite(y_all).any(axis=1) | (dom_all >= 0)
     partial = rated & ~np.isfinite(y_all).all(axis=1)
@@ -555,34 +737,12 @@ def train_student(
     n = len(rows)
     if n < 2:
         raise CurationError(f"{n} rated row(s) (of {n_rows}): too few to train a student")
-
-    raw_feats = None
-    if use_text_features:
-        if features is not None:
-            raw_feats = np.asarray(features, dtype=np.float64)
-        else:
-            if texts is None:
-                raise CurationError("use_text_features needs the texts (or precomputed features)")
-            if len(texts) != n_rows:
-                raise CurationError(f"{len(texts)} texts for {n_rows} ratings rows")
-            raw_feats = text_features([texts[i] for i in rows])
-            raw_feats = _scatter(raw_feats, rows, n_rows)
-        if len(raw_feats) != n_rows:
-            raise CurationError(f"{len(raw_feats)} feature rows for {n_rows} ratings rows")
+    raw_feats = _raw_features(texts, features, rows, n_rows) if use_text_features else None
 
     hold_idx, val_idx, train_idx = split([keys[i] for i in rows], seed, holdout, val_fraction)
     hold_rows, val_rows, train_rows = rows[hold_idx], rows[val_idx], rows[train_idx]
     n_hold, n_val = len(hold_rows), len(val_rows)
-
-    feat_mean = feat_std = None
-    if raw_feats is not None:
-        t = _signed_log1p(raw_feats[train_rows])
-        t = np.where(np.isfinite(t), t, np.nan)
-        with warnings.catch_warnings():  # an all-NaN feature (never measurable in training) gets mean 0, std 1
-            warnings.simplefilter("ignore", RuntimeWarning)
-            feat_mean = np.nan_to_num(np.nanmean(t, axis=0), nan=0.0)
-            feat_std = np.nanstd(t, axis=0)
-        feat_std = np.where(np.isfinite(feat_std) & (feat_std > 1e-8), feat_std, 1.0)
+    feat_mean, feat_std = _feature_standardisation(raw_feats, train_rows) if raw_feats is not None else (None, None)
 
     torch.manual_seed(seed)
     model = StudentModel.new(
@@ -591,85 +751,17 @@ def train_student(
     )  # fmt: skip
     x_all = model.inputs(emb, features=raw_feats)
     y_scaled = (y_all - TARGET_CENTER) / TARGET_SCALE
-
-    def tensors(idx: np.ndarray):
-        y = y_scaled[idx]
-        mask = np.isfinite(y)
-        return (
-            torch.from_numpy(x_all[idx]).to(device),
-            torch.from_numpy(np.nan_to_num(y, nan=0.0).astype(np.float32)).to(device),
-            torch.from_numpy(mask.astype(np.float32)).to(device),
-            torch.from_numpy(dom_all[idx]).to(device),
-        )
-
-    def losses(net, x, y, m, d, smoothing: float = 0.0):
-        r, logits = _forward(net, x)
-        mse = ((r - y) ** 2 * m).sum() / m.sum().clamp(min=1.0)
-        dm = d >= 0
-        ce = torch.zeros((), device=x.device)
-        if bool(dm.any()):
-            ce = torch.nn.functional.cross_entropy(logits[dm], d[dm], label_smoothing=smoothing)
-        return mse, ce
-
-    xt, yt, mt, dt = tensors(train_rows)
-    val = tensors(val_rows) if n_val else None
-    if val is not None:
-        # the epoch is chosen on (rating MSE, domain CE), each relative to that of the best constant guess (the
-        # training means, the training class frequencies), so neither head's scale decides alone; the CE grows
-        # with over-confidence long before the accuracy falls, hence the label smoothing in training
-        mean_y = (yt * mt).sum(0) / mt.sum(0).clamp(min=1.0)
-        base_mse = max(float(((val[1] - mean_y) ** 2 * val[2]).sum() / val[2].sum().clamp(min=1.0)), 1e-6)
-        counts = torch.bincount(dt[dt >= 0], minlength=len(DOMAIN_NAMES)).float() + 1.0
-        vd = val[3][val[3] >= 0]
-        base_ce = max(float(-torch.log(counts / counts.sum())[vd].mean()) if len(vd) else 1.0, 1e-6)
-    net = model.net
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    best_loss, best_epoch, best_state = math.inf, 0, None
-    epochs_run = 0
-    for epoch in range(1, epochs + 1):
-        net.train()
-        perm = torch.randperm(len(train_rows), generator=gen).to(device)
-        for start in range(0, len(perm), batch_size):
-            b = perm[start : start + batch_size]
-            opt.zero_grad(set_to_none=True)
-            mse, ce = losses(net, xt[b], yt[b], mt[b], dt[b], label_smoothing)
-            (mse + domain_weight * ce).backward()
-            opt.step()
-        epochs_run = epoch
-        if val is None:
-            continue
-        net.eval()
-        with torch.inference_mode():
-            mse, ce = losses(net, *val)
-            vloss = float(mse) / base_mse + domain_weight * float(ce) / base_ce
-        if vloss < best_loss - 1e-6:
-            best_loss, best_epoch = vloss, epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    else:
-        best_epoch = epochs_run
-    net.eval()
+    train = _tensors(x_all, y_scaled, dom_all, train_rows, device)
+    val = _tensors(x_all, y_scaled, dom_all, val_rows, device) if n_val else None
+    epochs_run, best_epoch = _fit(
+        model.net, train, val, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        domain_weight=domain_weight, label_smoothing=label_smoothing, patience=patience, device=device,
+    )  # fmt: skip
 
     # the report: held-out rows only; training rows for the gap
-    medians = np.array(
-        [np.nanmedian(y_all[train_rows, j]) if np.isfinite(y_all[train_rows, j]).any() else TARGET_CENTER
-         for j in range(len(RATING_COLUMNS))]
-    )  # fmt: skip
-    dtrain = dom_all[train_rows]
-    majority = (
-        int(np.bincount(dtrain[dtrain >= 0], minlength=len(DOMAIN_NAMES)).argmax()) if (dtrain >= 0).any() else 0
-    )
-
-    def evaluate(idx: np.ndarray) -> dict[str, Any]:
-        pred, probs = model.predict_inputs(x_all[idx])
-        return _metrics(np.clip(pred, 1.0, 5.0), probs, y_all[idx], dom_all[idx], medians, majority)
-
-    held = evaluate(hold_rows) if n_hold else None
-    train = evaluate(train_rows)
+    medians, majority = _constant_baselines(y_all, dom_all, train_rows)
+    held = _evaluate(model, x_all, y_all, dom_all, hold_rows, medians, majority) if n_hold else None
+    train_metrics = _evaluate(model, x_all, y_all, dom_all, train_rows, medians, majority)
     report: dict[str, Any] = {
         "n_rows": int(n_rows),
         "n_used": int(n),
@@ -681,7 +773,7 @@ def train_student(
         "rows_missing_domain": int(no_domain.sum()),
         "holdout": held,
         "train": {
-            k: train[k]
+            k: train_metrics[k]
             for k in ("criteria_mae", "criteria_spearman", "overall_mae", "overall_spearman", "domain_accuracy")
         },
         "domain_majority_class": DOMAIN_NAMES[majority],
@@ -730,13 +822,14 @@ def _scatter(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------- rater
 
 
+@RATERS.register("student", order=30, needs_embeddings=True, gpu=True, section="score.student")
 class StudentRater(Rater):
     """Rates documents with a trained ``StudentModel`` from their stored embeddings (and texts).
 
     Args:
         cfg: a ``StudentSection`` or a mapping validated into one.
-        embed_model: the label of the run's embedding model (``winnow.embedding.embed.model_label``); when given, a model
-            trained on another embedding model is refused in ``setup``.
+        embed_model: the label of the run's embedding model (``winnow.embedding.embed.model_label``); when given,
+            a model trained on another embedding model is refused in ``setup``.
     """
 
     name = "student"
@@ -745,6 +838,21 @@ class StudentRater(Rater):
         self.cfg = cfg if isinstance(cfg, StudentSection) else StudentSection.model_validate(dict(cfg))
         self.embed_model = embed_model
         self.model: StudentModel | None = None
+
+    @classmethod
+    def from_config(cls, score: Any, embed: EmbedSection, embedder: Embedder | None = None) -> StudentRater:
+        """The rater of ``score.backend: student``: the ``score.student`` section, refusing a model trained on
+        another embedding model than ``embed.model``."""
+        if score.student is None:
+            raise ConfigError(
+                "score.backend=student needs a score.student section (model_dir: DIR from train-student)"
+            )
+        return cls(score.student, embed_model=model_label(embed.model))
+
+    @classmethod
+    def uses_embeddings(cls, score: Any) -> bool:
+        """The student rates from the stored embeddings, always."""
+        return True
 
     def __getstate__(self) -> dict[str, Any]:
         return {"cfg": self.cfg, "embed_model": self.embed_model}

@@ -48,8 +48,8 @@ def check(tree: Path, repo: Path = REPO) -> int:
     """Run import-linter with the repository's contracts on the staged ``tree``; its exit code."""
     from importlinter.cli import lint_imports
 
-    for mod in [m for m in sys.modules if m == "winnow" or m.startswith("winnow.")]:
-        del sys.modules[mod]  # grimp must see the staged copy, not the installed package
+    saved = {m: sys.modules.pop(m) for m in list(sys.modules) if m == "winnow" or m.startswith("winnow.")}
+    # (grimp must see the staged copy, not the installed package; the caller's modules are put back after)
     # import-linter puts the working directory first on sys.path: run it from the copy (the repository root has a
     # bare winnow/ folder that would shadow it)
     cwd = os.getcwd()
@@ -60,6 +60,9 @@ def check(tree: Path, repo: Path = REPO) -> int:
     finally:
         os.chdir(cwd)
         sys.path.remove(str(tree))
+        for mod in [m for m in sys.modules if m == "winnow" or m.startswith("winnow.")]:
+            del sys.modules[mod]
+        sys.modules.update(saved)
 
 
 def main() -> int:

@@ -25,17 +25,21 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 import yaml
+from fsspec.core import url_to_fs
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
 from winnow.core.cli_util import exit_on_error
 from winnow.core.errors import ConfigError, CurationError
+from winnow.core.layout import arrow_to_vectors
 from winnow.core.rundir import RunDir
 from winnow.scorers.base import CRITERIA
 from winnow.scorers.student import RATING_COLUMNS, train_student
@@ -80,8 +84,6 @@ _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def _expand(pattern: str) -> list[str]:
-    from fsspec.core import url_to_fs
-
     fs, path = url_to_fs(pattern)
     if any(ch in path for ch in "*?["):
         found = sorted(fs.glob(path))
@@ -95,8 +97,6 @@ def _expand(pattern: str) -> list[str]:
 
 
 def _read_ratings_file(url: str) -> pa.Table:
-    import fsspec
-
     name = url.lower()
     for ext in (".gz", ".zst", ".zstd", ".bz2", ".xz"):
         name = name.removesuffix(ext)
@@ -205,8 +205,6 @@ def load_run_documents(
         ConfigError: the run has no embeddings or no curated shards.
         CurationError: the embeddings files disagree on the dimension or the model.
     """
-    from winnow.core.layout import arrow_to_vectors
-
     wanted = pa.array(ids, pa.string())
     pos = {k: i for i, k in enumerate(ids)}
     emb_files = [f for f in run.listdir("embeddings") if f.endswith(".parquet")]

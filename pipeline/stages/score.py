@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from winnow.core.errors import CurationError
 from winnow.core.io import Shard
 from winnow.core.layout import arrow_to_vectors, read_parquet
 from winnow.core.stats import ShardStats
-from winnow.embedding.embed import Embedder, model_label
+from winnow.embedding.embed import Embedder
 from winnow.pipeline.config import WinnowConfig
 from winnow.pipeline.stages.base import RejectSink, ShardStage, provenance, register_stage
 from winnow.pipeline.stages.embed import _torch_threads
+from winnow.scorers.backends import RATERS
 from winnow.scorers.base import QUALITY_SCHEMA
 
 
 def build_rater(cfg: WinnowConfig, embedder: Embedder | None = None):
     """The rater of ``score.backend`` (constructed cheaply; ``setup()`` loads models)."""
     backend = cfg.score.backend
-    if backend == "heuristic":
-        from winnow.scorers.heuristic import HeuristicRater
-
-        return HeuristicRater(embed=cfg.embed, embedder=embedder, domain=cfg.score.domain)
-    if backend == "llm":
-        from winnow.scorers.llm import LLMRater
-
-        return LLMRater(cfg.score.llm)
-    if backend == "student":
-        from winnow.scorers.student import StudentRater
-
-        return StudentRater(cfg.score.student, embed_model=model_label(cfg.embed.model))
-    raise CurationError(f"score.backend={backend!r} has no rater")
+    if backend == "none":
+        raise CurationError(f"score.backend={backend!r} has no rater")
+    return RATERS[backend].obj.from_config(cfg.score, cfg.embed, embedder)
 
 
 @register_stage(order=500)
@@ -41,21 +33,22 @@ class ScoreStage(ShardStage):
 
     name = "score"
     needs = ()
-    writes = ("quality/<stem>.parquet",)
+    writes = ("quality/<stem>.parquet", "quality/<stem>.llm-cache.jsonl")
+    optional_writes = ("quality/<stem>.llm-cache.jsonl",)  # llm backend only
     config_keys = ["io", "embed", "score"]
 
     @classmethod
     def wants_gpu(cls, cfg: WinnowConfig) -> bool:
         # the model-based raters (a local chat LM, the student) run on the embed device; the heuristic rater is CPU
-        return cfg.score.backend in ("llm", "student") and cfg.embed.device != "cpu"
+        backend = cfg.score.backend
+        return backend != "none" and bool(RATERS[backend].meta["gpu"]) and cfg.embed.device != "cpu"
 
     def units(self) -> list[str]:
         return [] if self.cfg.score.backend == "none" else super().units()
 
     def setup(self) -> None:
         score = self.cfg.score
-        heuristic_embeds = score.backend == "heuristic" and score.domain != "keywords"
-        self.uses_embeddings = score.backend == "student" or heuristic_embeds
+        self.uses_embeddings = score.backend != "none" and RATERS[score.backend].obj.uses_embeddings(score)
         if self.uses_embeddings:
             self.require("embed")
         self.embedder = Embedder(self.cfg.embed, torch_threads=_torch_threads(self.cfg))
@@ -87,7 +80,7 @@ class ScoreStage(ShardStage):
                 emb = vecs[offset : offset + n] if vecs is not None else None
                 if emb is not None and len(emb) != n:
                     raise CurationError(f"embeddings/{shard.stem}.parquet does not match the shard: rerun embed")
-                if self.cfg.score.backend == "llm":
+                if hasattr(self.rater, "rate_cached"):  # raters that resume from a per-shard answer cache (llm)
                     cache = self.run_dir.url_of("quality", f"{shard.stem}.llm-cache.jsonl")
                     self.run_dir.fs.makedirs(self.run_dir._p("quality"), exist_ok=True)
                     rated = self.rater.rate_cached(ids.to_pylist(), texts, cache)

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from winnow.pipeline.config import load_config
 from winnow.pipeline.prune import cluster_table
 from winnow.scorers.complexity import complexity, d_inter, dbp_quotas, quota_bounds, softmax, water_fill

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from winnow.scorers.base import DOMAINS, QUALITY_SCHEMA
 from winnow.scorers.domains import (
     _EXTRA_KEYWORDS,

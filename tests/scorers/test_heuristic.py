@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from winnow.scorers.base import CRITERIA, CRITERION_COLUMNS, QUALITY_SCHEMA
 from winnow.scorers.heuristic import (
     CALIBRATION,

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
+
 from winnow.core.errors import ConfigError, RetryableError
 from winnow.scorers.base import CRITERION_COLUMNS, QUALITY_SCHEMA
 from winnow.scorers.llm import (

@@ -16,6 +16,7 @@ import pytest
 import typer
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
+
 from winnow.core.errors import ConfigError, CurationError
 from winnow.pipeline.cli.student import train_student_command
 from winnow.pipeline.config import load_config
