@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from winnow.clustering.semdedup import semdedup_cluster
+from loguru import logger
+
+from winnow.clustering.semdedup import resolve_backend, semdedup_cluster
 from winnow.core.layout import arrow_to_vectors, bucket_name, read_parquet
 from winnow.core.stats import ShardStats
+from winnow.pipeline.config import WinnowConfig
 from winnow.pipeline.stages.base import Stage, register_stage
 from winnow.pipeline.stages.cluster import _CLUSTER_KEYS
 
@@ -18,7 +21,10 @@ DEDUP_SCHEMA = pa.schema(
 @register_stage(order=400)
 class DedupStage(Stage):
     """SemDeDup per cluster bucket: ``dedup/<bucket>.parquet`` with, per document, the max similarity to a
-    higher-ranked member of its cluster (``dup_max_sim``, null for the top-ranked) and that member's id."""
+    higher-ranked member of its cluster (``dup_max_sim``, null for the top-ranked) and that member's id.
+
+    ``dedup.backend`` / ``device`` / ``dtype`` choose where the similarities are computed; every choice writes the
+    same bits, so they are not among the ``config_keys`` (switching reuses the outputs)."""
 
     name = "dedup"
     needs = ("assign",)
@@ -29,8 +35,18 @@ class DedupStage(Stage):
     def units(self) -> list[str]:
         return [bucket_name(b) for b in range(self.cfg.cluster.n_buckets)]
 
+    def outputs(self, unit: str) -> list[str]:
+        return [f"dedup/{unit}.parquet"]
+
+    @classmethod
+    def wants_gpu(cls, cfg: WinnowConfig) -> bool:
+        """The torch backend (or ``auto``) on a device that is not the CPU."""
+        return cfg.dedup.backend != "numpy" and cfg.dedup.device != "cpu"
+
     def setup(self) -> None:
         self.require("assign")
+        self.backend, self.device = resolve_backend(self.cfg.dedup.backend, self.cfg.dedup.device)
+        logger.info(f"dedup: SemDeDup with the {self.backend} backend on {self.device}")
 
     def process_unit(self, unit: str, stats: ShardStats) -> None:
         id_f = self.cfg.io.id_field
@@ -57,11 +73,12 @@ class DedupStage(Stage):
             nn_ids = np.full(len(t), None, dtype=object)
             bounds = np.flatnonzero(np.diff(labels)) + 1
             pairs = 0
+            dc = self.cfg.dedup
             for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(t)], strict=True):
                 cid = int(labels[lo])
                 s_, nn = semdedup_cluster(
-                    vecs[lo:hi], dist[lo:hi], rank=self.cfg.dedup.rank, seed=self.cfg.run.seed, cluster_id=cid,
-                    block=self.cfg.dedup.block_size,
+                    vecs[lo:hi], dist[lo:hi], rank=dc.rank, seed=self.cfg.run.seed, cluster_id=cid,
+                    block=dc.block_size, backend=self.backend, device=self.device, dtype=dc.dtype,
                 )  # fmt: skip
                 sims[lo:hi] = s_
                 has = nn >= 0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from winnow.clustering.semdedup import (
     is_duplicate,
     kept_fraction_by_eps,
