@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
+
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError
 from winnow.core.io import is_bert_whitespace
-from winnow.embedding.section import EmbedSection
+from winnow.embedding.section import EmbedSection, source_label
 from winnow.embedding.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
 
 BUNDLED = "bundled"
@@ -62,8 +63,13 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
-def model_label(model: str) -> str:
-    """The name recorded in provenance metadata."""
+def model_label(model: str | EmbedSection) -> str:
+    """The name recorded in provenance metadata: of ``embed.model``, or of the whole ``embed`` section, which is
+    ``external:<source>`` when the vectors come from ``embed.source`` (``winnow.embedding.section.source_label``)."""
+    if isinstance(model, EmbedSection):
+        if model.source is not None:
+            return source_label(model.source)
+        model = model.model
     return BUNDLED_NAME if model == BUNDLED else str(Path(model).expanduser().resolve())
 
 
@@ -120,6 +126,12 @@ class Embedder:
     def setup(self) -> None:
         if self.model is not None:
             return
+        if self.cfg.source is not None:  # texts embedded now would not be in the space of the run's vectors
+            raise ConfigError(
+                f"embed.source={self.cfg.source!r}: this run's vectors come from there, so texts cannot be embedded "
+                f"with embed.model={self.cfg.model!r} (another space); use what needs no model "
+                "(score.domain: keywords)"
+            )
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from loguru import logger
+from pydantic import Field, field_validator
+
+from winnow.core.errors import ConfigError
 from winnow.core.section import Section
+
+#: the model label's prefix, and the source model recorded, for vectors brought from ``embed.source``
+EXTERNAL = "external"
 
 
 class EmbedSection(Section):
@@ -31,6 +38,15 @@ class EmbedSection(Section):
         tokenizer: ``hf`` (the model's fast tokenizer) or ``torch``: ``TorchWordPiece``, the same BERT WordPiece
             tokenisation in torch on the embedding device, with identical token ids (pipeline/wordpiece.py); it
             takes tokenisation off the CPU on a GPU. WordPiece models only.
+        source: bring your own embeddings: a folder (local path or fsspec URL, read with ``io.storage_options``)
+            with one parquet file per input shard, ``<stem>.parquet`` named like ``embeddings/`` (another run's
+            ``embeddings/`` works as is), holding the id column (``io.id_field``) and an ``embedding`` column
+            (fixed-size or plain list of float16/32/64). No model is loaded: each file must have one row per valid
+            row of its shard with the same ids in the same order (derived ids included), one dimension, finite
+            values and a non-zero norm; vectors are L2-normalised. The model label becomes ``external:<source>``,
+            and the heuristic rater's ``score.domain: auto`` falls back to ``keywords`` (``embedding`` is an
+            error). A completed run does not notice later changes to these files (rerun with ``--overwrite``).
+            ``null``: embed with ``model``.
     """
 
     model: str = "bundled"
@@ -43,3 +59,44 @@ class EmbedSection(Section):
     prefetch: int = Field(2, ge=0, le=64)
     tokenize_workers: int | None = Field(None, ge=0, le=256)
     tokenizer: Literal["hf", "torch"] = "hf"
+    source: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("embed.source must be a folder (path or URL), or null")
+        return v
+
+
+def source_label(source: str) -> str:
+    """The model label of a run whose vectors come from ``embed.source``: ``external:<source>``, a local folder
+    made absolute (as ``embed.model`` directories are), a URL as given (without a trailing ``/``)."""
+    if "://" in source:
+        return f"{EXTERNAL}:{source.rstrip('/')}"
+    return f"{EXTERNAL}:{Path(source).expanduser().resolve()}"
+
+
+def score_domain(domain: str, embed: EmbedSection) -> str:
+    """The heuristic rater's domain mode ``score.domain`` under ``embed``.
+
+    With ``embed.source`` the run has vectors but no model of their space to embed the domain descriptions with
+    (``embed.model`` would put them in another space), so ``auto`` falls back to ``keywords`` with a warning and
+    ``embedding`` is refused.
+
+    Raises:
+        ConfigError: ``score.domain: embedding`` with ``embed.source``.
+    """
+    if embed.source is None or domain == "keywords":
+        return domain
+    if domain == "embedding":
+        raise ConfigError(
+            f"score.domain=embedding needs the model of the document vectors, but they come from embed.source="
+            f"{embed.source!r} (embed.model would embed the domain descriptions in another space): set "
+            "score.domain: keywords (or auto, which then uses keywords)"
+        )
+    logger.warning(
+        f"score.domain=auto: the document vectors come from embed.source={embed.source!r}, whose model is not "
+        "this run's embed.model; domains come from keywords (set score.domain: keywords to silence this)"
+    )
+    return "keywords"

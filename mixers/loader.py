@@ -195,25 +195,93 @@ def _check_plan(data: dict[str, Any], where: str, check_version: bool) -> Mixtur
 
 @dataclass
 class _Index:
-    """Kept documents of the plan's shards, in shard then row order, and each chosen pool's items."""
+    """Kept documents of the plan's shards, in shard then row order, and each chosen pool's items.
+
+    A few bytes per document, in numpy arrays: its tokens, one bit per row of a row group (kept or not), and its
+    pools' items; a document's row group comes from the row groups' first documents, its row from the bits.
+    """
 
     shard_paths: list[str]  # filesystem paths (fsspec)
     rg_shard: np.ndarray  # per global row group: its shard
     rg_group: np.ndarray  # per global row group: its number within the shard
     rg_bytes: np.ndarray  # per global row group: uncompressed size of its id and text column chunks
-    doc_rg: np.ndarray  # per document: global row group (int32)
-    doc_row: np.ndarray  # per document: row within its row group (int32)
-    doc_tokens: np.ndarray  # per document: tokens by the plan's rule (int64)
-    items: dict[int, np.ndarray]  # pool (plan index) -> document ids, each `repeat` times, in document order
+    rg_start: np.ndarray  # per global row group: its first document (int64; one more entry: the number of documents)
+    rg_rows: np.ndarray  # per global row group: its rows (int32)
+    rg_mask: np.ndarray  # per global row group: the byte where its kept-row bits start in ``kept_bits`` (int64)
+    kept_bits: np.ndarray  # the kept rows of every row group, ``np.packbits`` per row group (uint8)
+    doc_tokens: np.ndarray  # per document: tokens by the plan's rule (the narrowest unsigned/int type they fit)
+    items: dict[int, np.ndarray]  # pool (plan index) -> documents, each `repeat` times, in document order (int32)
+
+    def doc_rg(self, docs: np.ndarray) -> np.ndarray:
+        """The global row group of each of ``docs`` (int32)."""
+        out = np.empty(len(docs), dtype=np.int32)
+        for a in range(0, len(docs), _CHUNK):  # searchsorted returns int64: chunks bound the temporary
+            out[a : a + _CHUNK] = np.searchsorted(self.rg_start, docs[a : a + _CHUNK], side="right") - 1
+        return out
+
+    def kept_rows(self, rg: int) -> np.ndarray:
+        """Rows of row group ``rg`` that are documents, in order."""
+        start, n = int(self.rg_mask[rg]), int(self.rg_rows[rg])
+        bits = np.unpackbits(self.kept_bits[start : start + (n + 7) // 8], count=n)
+        return np.flatnonzero(bits)
 
 
 def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
 
+#: Documents per step when a per-document array is computed in pieces (bounds int64 temporaries).
+_CHUNK = 1 << 20
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+class _Growing:
+    """An integer array appended to in place, in the narrowest type of ``ladder`` that holds its values so far
+    (widened when a value does not fit), its capacity doubling when full: no list of pieces, no concatenation."""
+
+    def __init__(self, ladder: tuple[type, ...], capacity: int = 0):
+        self.ladder = ladder
+        self.data = np.empty(max(int(capacity), 1024), dtype=ladder[0])
+        self.n = 0
+
+    def _widen(self, values: np.ndarray) -> None:
+        lo, hi = int(values.min()), int(values.max())
+        for dtype in self.ladder:
+            info = np.iinfo(dtype)
+            if info.min <= lo and hi <= info.max:
+                break
+        if np.dtype(dtype).itemsize > self.data.dtype.itemsize:
+            self.data = self.data.astype(dtype)
+
+    def extend(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        self._widen(values)
+        end = self.n + len(values)
+        if end > len(self.data):
+            grown = np.empty(max(end, 2 * len(self.data)), dtype=self.data.dtype)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        self.data[self.n : end] = values
+        self.n = end
+
+    def array(self) -> np.ndarray:
+        return self.data[: self.n] if self.n == len(self.data) else self.data[: self.n].copy()
+
+
+#: Integer types a per-document array may take, narrowest first: counts (>= 0) and pool numbers (-1: no pool).
+_COUNTS = (np.uint8, np.uint16, np.int32, np.int64)
+_POOLS = (np.int8, np.int16, np.int32)
+
+
 @dataclass
 class _IndexBuilder:
     """Reads the plan's shards row group by row group and collects the index's arrays.
+
+    Per document it keeps its tokens, its pool and its repeat count in arrays sized by the plan's kept rows, each in
+    the narrowest integer type that holds its values (uint8/uint16 tokens and repeats, int8 pools: 4 bytes per
+    document for short documents); per row group, the bits of its kept rows. The pools' documents, unique tokens and
+    pass tokens are summed as the row groups are read.
 
     Args:
         plan: The plan.
@@ -235,11 +303,19 @@ class _IndexBuilder:
         self.rg_shard: list[int] = []
         self.rg_group: list[int] = []
         self.rg_bytes: list[int] = []
-        self.doc_rg: list[np.ndarray] = []
-        self.doc_row: list[np.ndarray] = []
-        self.doc_tokens: list[np.ndarray] = []
-        self.doc_pool: list[np.ndarray] = []
-        self.doc_rep: list[np.ndarray] = []
+        self.rg_start: list[int] = [0]
+        self.rg_rows: list[int] = []
+        self.rg_mask: list[int] = []
+        self.kept_bits: list[np.ndarray] = []
+        self.mask_bytes = 0
+        expected = sum(s.kept_rows for s in self.plan.shards)  # the capacity: allocated pages only cost once used
+        self.doc_tokens = _Growing(_COUNTS, expected)
+        self.doc_pool = _Growing(_POOLS, expected)
+        self.doc_rep = _Growing(_COUNTS, expected)
+        n_pools = len(self.plan.pools)
+        self.n_docs = np.zeros(n_pools, dtype=np.int64)
+        self.unique = np.zeros(n_pools, dtype=np.int64)
+        self.passes = np.zeros(n_pools, dtype=np.int64)
         self.unknown: dict[str, list[int]] = {}  # pool name -> [documents, tokens] of kept rows in no pool of the plan
 
     def shard(self, s: int, shard: Shard) -> None:
@@ -274,8 +350,8 @@ class _IndexBuilder:
             )
             raise MixturePlanError(msg)
 
-    def row_group(self, s: int, pf: pq.ParquetFile, g: int, rel: str, names: list[str]) -> int:
-        """Index the kept rows of row group ``g`` of shard ``s``: pool, tokens, repeat; return how many."""
+    def _select(self, pf: pq.ParquetFile, g: int, rel: str, names: list[str]) -> pl.DataFrame:
+        """Row group ``g``'s rows: kept, repeat, pool and text (the pool rule's columns only)."""
         rule, text_col = self.rule, self.plan.pool_definition.text_column
         rep_col = rule.repeat_column(names)
         cols = list(dict.fromkeys([*rule.columns, text_col] + ([rep_col] if rep_col else [])))
@@ -290,17 +366,20 @@ class _IndexBuilder:
         if rep_col and int(sel.select((pl.col("rep") < 0).sum()).item()):
             msg = f"{self.where}: shard {rel} has rows with a negative {rep_col!r}"
             raise MixturePlanError(msg)
-        sel = sel.with_row_index("row").filter(pl.col("kept"))
+        return sel
+
+    def row_group(self, s: int, pf: pq.ParquetFile, g: int, rel: str, names: list[str]) -> int:
+        """Index the kept rows of row group ``g`` of shard ``s``: pool, tokens, repeat; return how many."""
+        sel = self._select(pf, g, rel, names)
+        kept_mask = sel["kept"].to_numpy()
+        sel = sel.filter(pl.col("kept"))
         tokens = self.counter.counts(sel["text"])
         pid = sel["pool"].replace_strict(self.pool_of, default=-1, return_dtype=pl.Int32).to_numpy()
-        if (pid < 0).any():
-            lost = pl.DataFrame({"pool": sel["pool"], "tokens": tokens}).filter(pl.Series(pid < 0))
-            for name, n, t in lost.group_by("pool").agg(pl.len(), pl.col("tokens").sum()).iter_rows():
-                acc = self.unknown.setdefault(name, [0, 0])
-                acc[0], acc[1] = acc[0] + n, acc[1] + t
-        gid = len(self.rg_shard)
+        rep = sel["rep"].to_numpy()
+        self._count_pools(sel["pool"], pid, tokens, rep)
         self.rg_shard.append(s)
         self.rg_group.append(g)
+        text_col = self.plan.pool_definition.text_column
         meta = pf.metadata.row_group(g)
         self.rg_bytes.append(
             sum(
@@ -309,20 +388,35 @@ class _IndexBuilder:
                 if meta.column(c).path_in_schema in (text_col, self.id_field)
             )
         )
-        self.doc_rg.append(np.full(sel.height, gid, dtype=np.int32))
-        self.doc_row.append(sel["row"].to_numpy().astype(np.int32))
-        self.doc_tokens.append(tokens)
-        self.doc_pool.append(pid.astype(np.int32))
-        self.doc_rep.append(sel["rep"].to_numpy().astype(np.int64))
+        bits = np.packbits(kept_mask)
+        self.rg_mask.append(self.mask_bytes)
+        self.rg_rows.append(len(kept_mask))
+        self.kept_bits.append(bits)
+        self.mask_bytes += len(bits)
+        self.rg_start.append(self.rg_start[-1] + sel.height)
+        self.doc_tokens.extend(tokens)
+        self.doc_pool.extend(pid)
+        self.doc_rep.extend(rep)
         return sel.height
 
-    def check(self, dpool: np.ndarray, dtok: np.ndarray, drep: np.ndarray) -> None:
+    def _count_pools(self, pools: pl.Series, pid: np.ndarray, tokens: np.ndarray, rep: np.ndarray) -> None:
+        """Add a row group's kept rows to the pools' documents, unique and pass tokens (exact integers)."""
+        known = pid >= 0
+        k, t, n = pid[known], tokens[known], len(self.n_docs)
+        self.n_docs += np.bincount(k, minlength=n)
+        # float64 sums of one row group's integers are exact (below 2^53); the totals add up in int64
+        self.unique += np.bincount(k, weights=t, minlength=n).astype(np.int64)
+        self.passes += np.bincount(k, weights=t * rep[known], minlength=n).astype(np.int64)
+        if not known.all():
+            lost = pl.DataFrame({"pool": pools, "tokens": tokens}).filter(pl.Series(~known))
+            for name, docs, toks in lost.group_by("pool").agg(pl.len(), pl.col("tokens").sum()).iter_rows():
+                acc = self.unknown.setdefault(name, [0, 0])
+                acc[0], acc[1] = acc[0] + docs, acc[1] + toks
+
+    def check(self) -> None:
         """Refuse the shards unless every pool has the plan's documents, unique tokens and pass tokens."""
         pools, where, url = self.plan.pools, self.where, self.rd.url
-        known = dpool >= 0
-        n_docs = np.bincount(dpool[known], minlength=len(pools))
-        unique = np.bincount(dpool[known], weights=dtok[known], minlength=len(pools))
-        passes = np.bincount(dpool[known], weights=(dtok * drep)[known], minlength=len(pools))
+        n_docs, unique, passes = self.n_docs, self.unique, self.passes
         for i, p in enumerate(pools):
             if p.tokens > 0 and n_docs[i] == 0:
                 msg = (
@@ -350,30 +444,33 @@ class _IndexBuilder:
             )
             raise MixturePlanError(msg)
 
-    def index(self) -> _Index:
-        """The :class:`_Index` of the shards read, checked against the plan."""
-        drg, drow, dtok = (
-            _concat(self.doc_rg, np.int32),
-            _concat(self.doc_row, np.int32),
-            _concat(self.doc_tokens, np.int64),
-        )
-        dpool, drep = _concat(self.doc_pool, np.int32), _concat(self.doc_rep, np.int64)
-        self.check(dpool, dtok, drep)
-        order = np.argsort(dpool, kind="stable")
-        bounds = np.searchsorted(dpool[order], np.arange(len(self.plan.pools) + 1))
+    def items(self) -> dict[int, np.ndarray]:
+        """Each chosen pool's documents, each ``repeat`` times, in document order."""
+        dpool, drep = self.doc_pool.array(), self.doc_rep.array()
+        self.doc_pool = self.doc_rep = _Growing(_POOLS)  # freed once the items are made
+        dtype = np.int32 if len(dpool) <= _INT32_MAX else np.int64
         items = {}
         for i, p in enumerate(self.plan.pools):
             if p.tokens > 0:
-                docs = order[bounds[i] : bounds[i + 1]]
-                items[i] = np.repeat(docs, drep[docs]).astype(np.int64)
+                docs = np.flatnonzero(dpool == i).astype(dtype)
+                items[i] = np.repeat(docs, drep[docs])
+        return items
+
+    def index(self) -> _Index:
+        """The :class:`_Index` of the shards read, checked against the plan."""
+        self.check()
+        items = self.items()
+        tokens = self.doc_tokens.array()
         return _Index(
             shard_paths=self.shard_paths,
             rg_shard=np.asarray(self.rg_shard, dtype=np.int32),
             rg_group=np.asarray(self.rg_group, dtype=np.int32),
             rg_bytes=np.asarray(self.rg_bytes, dtype=np.int64),
-            doc_rg=drg,
-            doc_row=drow,
-            doc_tokens=dtok,
+            rg_start=np.asarray(self.rg_start, dtype=np.int64),
+            rg_rows=np.asarray(self.rg_rows, dtype=np.int32),
+            rg_mask=np.asarray(self.rg_mask, dtype=np.int64),
+            kept_bits=_concat(self.kept_bits, np.uint8),
+            doc_tokens=tokens,
             items=items,
         )
 
@@ -407,7 +504,7 @@ class _Stream:
         self.items = items
         self.size = len(items)
         self.tokens = index.doc_tokens[items]
-        self.rgs = index.doc_rg[items]
+        self.rgs = index.doc_rg(items)
         self.pass_tokens = int(self.tokens.sum())
         self._sched = sched
         self._passes: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
@@ -626,6 +723,7 @@ class _Reader:
         self.pid = os.getpid()
         self._files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
         self._cache: OrderedDict[int, pa.Table] = OrderedDict()
+        self._kept: dict[int, np.ndarray] = {}  # rows of the documents of each cached row group
         self._bytes = 0
         self.row_groups_read = 0
         self.bytes_read = 0
@@ -641,31 +739,36 @@ class _Reader:
             self._files.move_to_end(shard)
         return pf
 
-    def table(self, rg: int) -> pa.Table:
+    def table(self, rg: int) -> tuple[pa.Table, np.ndarray]:
+        """Row group ``rg``'s columns and the rows of its documents."""
         t = self._cache.get(rg)
         if t is not None:
             self._cache.move_to_end(rg)
-            return t
+            return t, self._kept[rg]
         pf = self._file(int(self.index.rg_shard[rg]))
         t = pf.read_row_group(int(self.index.rg_group[rg]), columns=self.columns)
         self.row_groups_read += 1
         self.bytes_read += t.nbytes
         self._cache[rg] = t
+        self._kept[rg] = self.index.kept_rows(rg)
         self._bytes += t.nbytes
         while self._bytes > self.cache_bytes and len(self._cache) > 1:
-            self._bytes -= self._cache.popitem(last=False)[1].nbytes
-        return t
+            old, dropped = self._cache.popitem(last=False)
+            self._bytes -= dropped.nbytes
+            del self._kept[old]
+        return t, self._kept[rg]
 
     def gather(self, docs: np.ndarray) -> list[list[Any]]:
         """One list per column with the values of ``docs``, in their order."""
-        rgs, rows = self.index.doc_rg[docs], self.index.doc_row[docs]
+        rgs = self.index.doc_rg(docs)
         order = np.argsort(rgs, kind="stable")
         srg = rgs[order]
         cuts = np.flatnonzero(np.diff(srg)) + 1
         pieces: list[list[pa.Array]] = [[] for _ in self.columns]
         for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(srg)]]), strict=True):
-            t = self.table(int(srg[a]))
-            take = pa.array(rows[order[a:b]])
+            rg = int(srg[a])
+            t, kept = self.table(rg)
+            take = pa.array(kept[docs[order[a:b]] - self.index.rg_start[rg]])
             for c, name in enumerate(self.columns):
                 pieces[c].extend(t.column(name).take(take).chunks)
         inv = np.empty_like(order)
@@ -678,6 +781,7 @@ class _Reader:
             pf.close()
         self._files.clear()
         self._cache.clear()
+        self._kept.clear()
         self._bytes = 0
 
 
@@ -862,7 +966,7 @@ class MixtureDataset(IterableDataset):
 
     def document_tokens(self, docs: np.ndarray | Sequence[int]) -> np.ndarray:
         """Tokens of documents (positions as in :meth:`global_order`) by the plan's ``token_count`` rule."""
-        return self._index.doc_tokens[np.asarray(docs, dtype=np.int64)]
+        return self._index.doc_tokens[np.asarray(docs, dtype=np.int64)].astype(np.int64)
 
     # -- where this process is ---------------------------------------------------------------------------------------
     def _layout(self) -> tuple[int, int, int, int]:

@@ -9,6 +9,7 @@ import socket
 
 import numpy as np
 import pytest
+
 from winnow.core.errors import ConfigError
 from winnow.core.io import is_bert_whitespace
 from winnow.embedding.embed import (
@@ -397,6 +398,7 @@ def test_tokenize_workers_fall_back_to_a_thread_in_a_daemon(monkeypatch):
     import multiprocessing as mp
 
     from loguru import logger
+
     from winnow.embedding.embed import resolve_tokenize_workers
 
     monkeypatch.setattr(mp.current_process(), "daemon", True, raising=False)
@@ -462,6 +464,7 @@ def test_embed_stage_ends_its_tokenizer_processes(tmp_path, monkeypatch):
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from winnow.pipeline.config import load_config
     from winnow.pipeline.runner import run_pipeline
 
@@ -489,6 +492,7 @@ def test_embeddings_record_device_and_precision(tmp_path, dtype):
     """``embed.dtype: auto`` resolves per machine, so the files say which precision made them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from winnow.pipeline.config import load_config
     from winnow.pipeline.runner import run_pipeline
 
