@@ -90,8 +90,8 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 N_RATINGS = len(CRITERIA) + 1
 #: the marker between the kept first and last halves of a long text
 ELLIPSIS = "..."
-#: bump when the meaning of a cached answer changes (prompt, truncation rule)
-CACHE_VERSION = 1
+#: bump when the meaning of a cached answer changes (prompt, truncation rule); 2: DataMan's text clean-up
+CACHE_VERSION = 2
 #: cap on one backoff sleep, seconds
 MAX_BACKOFF_S = 60.0
 
@@ -110,6 +110,21 @@ def build_prompt(text: str) -> str:
 def build_messages(text: str) -> list[dict[str, str]]:
     """The chat: the system turn "You are a helpful assistant." and the rating prompt as the user turn."""
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": build_prompt(text)}]
+
+
+#: DataMan's clean-up before truncation (its inference script): a quoted ellipsis at the very start of the text
+#: ("…", "...." in straight or curly double quotes), and image links with an empty alt text that end a line
+_LEADING_QUOTED_ELLIPSIS = re.compile(r'^["\u201c\u201d](?:\u2026+|\.{3,})["\u201c\u201d]')
+_BARE_IMAGE_LINK = re.compile(r"!\[\]\(/?[^)]+\)\n")
+
+
+def dataman_clean(text: str) -> str:
+    r"""The text as DataMan's raters saw it: without a leading quoted ellipsis and without ``![](url)`` lines.
+
+    >>> dataman_clean('"..."Chapter 1\n![](/img/a.png)\nText')
+    'Chapter 1\nText'
+    """
+    return _BARE_IMAGE_LINK.sub("", _LEADING_QUOTED_ELLIPSIS.sub("", text))
 
 
 def truncate_for_prompt(text: str, tokenizer: Any = None, max_tokens: int = 1894, chars_per_token: float = 3.0) -> str:
@@ -212,6 +227,8 @@ class LLMSection(Section):
         concurrency: http: requests in flight at once.
         max_new_tokens: tokens generated per answer (15 lines of one token each = 29 for Qwen2 tokenizers).
         max_prompt_tokens: tokens of document text kept (first and last halves) in the prompt.
+        clean: ``dataman`` (default): before truncation, remove a leading quoted ellipsis and image links with an
+            empty alt text (``![](url)`` ending a line), as DataMan's own inference does; ``none`` keeps the text.
         timeout_s: http: seconds per request (connect and read).
         max_retries: http: retries of a request after a connection error, timeout, 429 or 5xx.
         backoff_s: http: the first retry's delay; doubled at every further retry.
@@ -229,6 +246,7 @@ class LLMSection(Section):
     concurrency: int = Field(8, ge=1, le=1024)
     max_new_tokens: int = Field(29, ge=1, le=4096)
     max_prompt_tokens: int = Field(1894, ge=2, le=1_000_000)
+    clean: Literal["dataman", "none"] = "dataman"
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=100)
     backoff_s: float = Field(1.0, ge=0)
@@ -419,6 +437,7 @@ class LLMRater(Rater):
             "model": model,
             "max_new_tokens": c.max_new_tokens,
             "max_prompt_tokens": c.max_prompt_tokens,
+            "clean": c.clean,
             "truncation": trunc,
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
@@ -510,6 +529,8 @@ class LLMRater(Rater):
             yield from self._answers_http(texts)
 
     def _truncate(self, text: str) -> str:
+        if self.cfg.clean == "dataman":
+            text = dataman_clean(text)
         out = truncate_for_prompt(text, self.tokenizer, self.cfg.max_prompt_tokens, self.cfg.chars_per_token)
         if out is not text:
             self._count("truncated_texts")

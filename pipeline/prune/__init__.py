@@ -17,18 +17,8 @@ rounded to the nearest row, or ``keep_count``):
 - ``dbp``: SemDeDup at ``dedup.eps`` first, then per-cluster quotas by water-filling over
   ``softmax(d_inter · d_intra / τ)``; within a cluster keep the hardest (``prune.dbp_keep``). If N exceeds the
   documents left after SemDeDup, all of them are kept plus the least-duplicated duplicates, and a warning says so.
-- ``quality`` / ``dataman_level`` (DataMan, DESIGN §3.6): a selection by *tokens* (``n_words``, at least 1 per
-  document). The target becomes a token budget ``T = round(N · W / n)`` (W: the tokens of all n documents, so
-  ``keep_fraction`` f keeps about f of the tokens). ``prune.stratify`` cuts the documents into strata; each stratum
-  that has an eligible document gets a token quota proportional to its token share (largest remainder), and keeps
-  the prefix of its ranking (``quality``: top by ``quality_score`` or the sum of ``prune.quality_by``;
-  ``dataman_level``: a seeded shuffle of the documents at the level) whose tokens come closest to its quota plus
-  the rounding left over by the strata before it. Kept tokens are within one document of T, each stratum within
-  about one document of its quota, and a stratum's quota never exceeds its tokens, so ``quality`` never repeats a
-  document and at ``keep_fraction`` 1 keeps every document exactly once. Only ``dataman_level`` can find a stratum
-  short of its quota (its documents at the level hold fewer tokens); that stratum is upsampled with replacement and
-  the draws per document go to the ``repeat`` column. ``dataman_level`` without a target keeps every document at the
-  level once.
+- ``quality`` / ``dataman_level`` (DataMan, DESIGN §3.6): a selection by *tokens* of the best documents (global by
+  default; DataMan's strata by source and domain with ``prune.stratify``); see ``strategies/quality.py``.
 """
 
 from winnow.pipeline.prune import strategies as _strategies  # noqa: F401 - registers the built-in strategies

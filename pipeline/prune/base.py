@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,32 @@ class PruneContext:
         summary["kept"] = decision.kept
         summary["dropped_by_reason"] = decision.dropped_by_reason
         return decision
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, elementwise on uint64 (wrapping arithmetic): a stable 64-bit mix."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return x ^ (x >> np.uint64(31))
+
+
+def row_hash(stems: pl.Series, pos: pl.Series, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of (stem, row) per document, stable across versions, platforms and shard orders.
+
+    Breaks ties between equal scores (integer ratings tie often): a tie at the cut is then a seeded draw, not a
+    preference for earlier-named shards or earlier rows.
+    """
+    codes = {
+        stem: int.from_bytes(hashlib.blake2b(f"{seed}:{stem}".encode(), digest_size=8).digest(), "little")
+        for stem in stems.unique().to_list()
+    }
+    base = stems.replace_strict(codes, return_dtype=pl.UInt64).to_numpy()
+    return _splitmix64(base ^ _splitmix64(pos.cast(pl.UInt64).to_numpy()))
 
 
 def take_top(score: np.ndarray, candidates: np.ndarray, count: int, largest: bool) -> np.ndarray:

@@ -31,9 +31,11 @@ class PruneSection(Section):
         quality_by: ``quality`` strategy: rank by the sum of these criteria (e.g. ``[accuracy, coherence]``);
             empty (default) ranks by ``quality_score``.
         dataman_level: ``dataman_level`` strategy: keep documents whose ``quality_overall`` equals this.
-        stratify: quality strategies: strata by ``source`` and/or ``quality_domain`` (DataMan: source, then
-            domain), each with a quota proportional to its share of tokens; ``[]`` for none. A stratum short of
-            its quota is upsampled with replacement and the repeats are written to a ``repeat`` column.
+        stratify: quality strategies: ``[]`` (default) selects over the whole corpus (``quality`` keeps the best f
+            of the tokens); ``[source, quality_domain]`` is DataMan's recipe: strata by source, then domain, each
+            with a token quota proportional to its share of the eligible tokens (all tokens for ``quality``, the
+            level's tokens for ``dataman_level``). ``dataman_level`` upsamples with replacement only when the
+            level holds fewer tokens than the budget; the draws go to the ``repeat`` column.
     """
 
     strategy: Literal[PRUNE_STRATEGIES] = "none"
@@ -47,7 +49,7 @@ class PruneSection(Section):
     dbp_keep: Literal["hard", "easy"] = "hard"
     quality_by: list[str] = Field(default_factory=list)
     dataman_level: int = Field(5, ge=1, le=5)
-    stratify: list[Literal["source", "quality_domain"]] = Field(default_factory=lambda: ["source", "quality_domain"])
+    stratify: list[Literal["source", "quality_domain"]] = Field(default_factory=list)
 
     @field_validator("quality_by")
     @classmethod

@@ -2,8 +2,8 @@
 
 Every name the report takes from :mod:`winnow.pipeline.prune` is imported here and nowhere else: ``load_scores``
 (the stored assignments, SemDeDup similarities and quality ratings, row for row), ``decide`` (the pure function the
-prune stage calls), ``NEEDS_*`` (which scores a strategy needs) and ``STRATEGIES`` (the registered strategies). The report never imports the stages or the
-runner.
+prune stage calls), ``NEEDS_*`` (which scores a strategy needs) and ``STRATEGIES`` (the registered strategies).
+The report never imports the stages or the runner.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 from loguru import logger
+
 from winnow.core.errors import ConfigError, CurationError
 from winnow.core.io import Shard
 from winnow.core.rundir import RunDir
@@ -77,6 +78,10 @@ def supported_strategies(scores: RunScores, wanted: Sequence[str] | None = None)
                 out.append(s)
         else:
             out.append(s)
+    if any(s in NEEDS_QUALITY for s in out):
+        strata = scores.cfg.prune.stratify
+        how = f"stratified by {', '.join(strata)} (DataMan's recipe)" if strata else "global (the best of the corpus)"
+        notes.append(f"quality strategies: {how} selection by tokens (prune.stratify)")
     return out, notes
 
 

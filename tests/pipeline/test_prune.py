@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from winnow.clustering.semdedup import kept_fraction_by_eps
 from winnow.core.errors import ShardError
 from winnow.pipeline.config import load_config
@@ -157,7 +158,9 @@ def record_calls(monkeypatch, cls, method: str) -> list[str]:
 
 
 def record_all(monkeypatch) -> dict[str, list[str]]:
+    """Calls of every registered stage's unit method (a new stage missing here fails the tests that use this)."""
     return {
+        "read": record_calls(monkeypatch, STAGES["read"].obj, "process_shard"),
         "embed": record_calls(monkeypatch, EmbedStage, "process_shard"),
         "fit": record_calls(monkeypatch, FitStage, "process_unit"),
         "assign": record_calls(monkeypatch, AssignStage, "process_shard"),
@@ -456,9 +459,11 @@ def test_changing_only_prune_reruns_only_prune_and_write(base, rerun, monkeypatc
     t0 = time.perf_counter()
     out = rerun(*sets)  # every stage asked for, as `winnow run` does
     seconds = time.perf_counter() - t0
-    assert calls == {"embed": [], "fit": [], "assign": [], "dedup": [], "score": [], "prune": ["all"], "write": STEMS}
+    assert calls == {
+        "read": [], "embed": [], "fit": [], "assign": [], "dedup": [], "score": [], "prune": ["all"], "write": STEMS,
+    }  # fmt: skip
     after = {s: marker_mtimes(out, s) for s in ALL}
-    for s in ("embed", "fit", "assign", "dedup", "score"):
+    for s in ("read", "embed", "fit", "assign", "dedup", "score"):
         assert after[s] == out_before[s], s  # copytree keeps mtimes: untouched
     for s in ("prune", "write"):
         assert all(after[s][u] > out_before[s][u] for u in after[s]), s
@@ -507,7 +512,7 @@ def test_overwrite_redoes_everything(base, rerun, monkeypatch):
     calls = record_all(monkeypatch)
     out = rerun(overwrite=True)
     assert calls == {
-        "embed": STEMS, "fit": ["all"], "assign": STEMS, "dedup": ["00000", "00001"], "score": STEMS,
+        "read": STEMS, "embed": STEMS, "fit": ["all"], "assign": STEMS, "dedup": ["00000", "00001"], "score": STEMS,
         "prune": ["all"], "write": STEMS,
     }  # fmt: skip
     assert curated_bytes(out) == base.files
@@ -554,6 +559,9 @@ def decide_quality(frame: pl.DataFrame, *sets: str):
     return decide(frame, cfg, None)
 
 
+#: DataMan's recipe, an explicit option (the default selection is global)
+STRATA = "prune.stratify=[source,quality_domain]"
+
 #: two sources: "books" two documents of 30 words (60 tokens), "web" four of 10 (40 tokens); W = 100, n = 6
 TWO_SOURCES = [
     ("books", 30, 0.2, 5), ("books", 30, 0.9, 3),
@@ -564,7 +572,7 @@ TWO_SOURCES = [
 def test_quality_at_fraction_one_keeps_every_document_once():
     """The bug: token-share quotas (books 60%, web 40%) applied as document counts gave books round(0.6 · 6) = 4
     draws of its 2 documents (each repeated) and web 2 of its 4 documents."""
-    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_fraction=1.0")
+    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_fraction=1.0", STRATA)
     assert d.keep.all()
     assert d.repeat.tolist() == [1] * 6
     assert (d.reason == None).all()  # noqa: E711 - an object array
@@ -577,7 +585,7 @@ def test_quality_at_fraction_one_keeps_every_document_once():
 
 def test_quality_half_by_hand():
     # N = 3 -> T = round(3 · 100 / 6) = 50 tokens: books 30 (its best document), web 20 (its best two)
-    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_fraction=0.5")
+    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_fraction=0.5", STRATA)
     assert d.keep.tolist() == [False, True, True, False, True, False]
     assert d.repeat.tolist() == [0, 1, 1, 0, 1, 0]
     assert d.reason.tolist() == ["quality_rank", None, None, "quality_rank", None, "quality_rank"]
@@ -590,7 +598,7 @@ def test_quality_target_is_in_tokens_with_the_rounding_carried_on():
     # keep_count 4 -> T = round(400 / 6) = 67; quotas 40.2 / 26.8 -> 40 / 27 (largest remainder).
     # books: 30 tokens (1 document) is closer to 40 than 60, 10 short -> web aims at 27 + 10 = 37: 40 tokens (4
     # documents) is closer than 30. 70 tokens in 5 documents: within one document (30) of T, not N documents.
-    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_count=4")
+    d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=quality", "prune.keep_count=4", STRATA)
     assert d.keep.tolist() == [False, True, True, True, True, True]
     assert d.repeat.max() == 1
     s = d.summary
@@ -602,7 +610,8 @@ def test_dataman_level_upsamples_only_short_strata_by_hand():
     # level 5: books has one 30-token document for a quota of 60 -> drawn twice; web two 10-token documents for 40
     # -> each once, then two more draws with replacement (20 tokens) among them
     d = decide_quality(
-        quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5", "prune.keep_fraction=1"
+        quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5", "prune.keep_fraction=1",
+        STRATA,
     )
     assert d.keep.tolist() == [True, False, True, True, False, False]
     assert d.repeat[0] == 2 and d.repeat[2] >= 1 and d.repeat[3] >= 1 and d.repeat[2] + d.repeat[3] == 4
@@ -612,13 +621,95 @@ def test_dataman_level_upsamples_only_short_strata_by_hand():
     # at a smaller target no stratum is short: no repeats. N = 2 -> T = 33; quotas 20 / 13; books takes its level-5
     # document (30, closer to 20 than 0), 10 over -> web aims at 3: nothing
     d = decide_quality(
-        quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5", "prune.keep_fraction=0.3"
+        quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5",
+        "prune.keep_fraction=0.3", STRATA,
     )
     assert d.repeat.tolist() == [1, 0, 0, 0, 0, 0]
     assert d.reason.tolist() == [None, "dataman_level", "dataman_sample", "dataman_sample"] + ["dataman_level"] * 2
     # without a target: every document at the level, once
     d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5")
     assert d.repeat.tolist() == [1, 0, 1, 1, 0, 0]
+
+
+#: a clean and a noisy source of equal size: "the best half" is the clean source
+CLEAN_AND_NOISY = [
+    *[("clean", 10, q, 4) for q in (0.9, 0.8, 0.7, 0.6)],
+    *[("noisy", 10, q, 2) for q in (0.4, 0.3, 0.2, 0.1)],
+]
+
+
+def test_quality_is_global_by_default():
+    # T = 40 tokens: globally the four clean documents; with DataMan's strata each source keeps its share, 20 tokens
+    d = decide_quality(quality_frame(CLEAN_AND_NOISY), "prune.strategy=quality", "prune.keep_fraction=0.5")
+    assert d.keep.tolist() == [True] * 4 + [False] * 4
+    assert d.summary["selection"] == "global" and d.summary["strata"] == 1
+    d = decide_quality(quality_frame(CLEAN_AND_NOISY), "prune.strategy=quality", "prune.keep_fraction=0.5", STRATA)
+    assert d.keep.tolist() == [True, True, False, False, True, True, False, False]
+    assert d.summary["selection"] == "stratified by source, quality_domain (DataMan)"
+
+
+#: level 5: books two 30-token documents (60 level tokens), web one 10-token document (10); W = 100, n = 6
+LEVEL_IN_BOOKS = [
+    ("books", 30, 0.5, 5), ("books", 30, 0.5, 5),
+    ("web", 10, 0.5, 5), ("web", 10, 0.5, 2), ("web", 10, 0.5, 2), ("web", 10, 0.5, 2),
+]  # fmt: skip
+
+
+def test_dataman_level_quotas_follow_the_level_tokens():
+    """DataMan filters to the level first: quotas are shares of the level's tokens, not of all tokens. Shares of all
+    tokens (books 60%, web 40%) gave web a quota of 20 against its 10 level tokens, so its one document was drawn
+    twice although the level's 70 tokens exceed the budget of 50."""
+    sets = ("prune.strategy=dataman_level", "prune.dataman_level=5", STRATA)
+    d = decide_quality(quality_frame(LEVEL_IN_BOOKS), *sets, "prune.keep_fraction=0.5")  # N = 3, T = 50
+    s = d.summary
+    # quotas 50 * 60 / 70 = 42.9 -> 43 and 7.1 -> 7; books: one 30-token document (30 is closer to 43 than 60),
+    # 13 short -> web aims at 7 + 13 = 20 and has 10 level tokens: one document, no upsampling (its quota 7 <= 10)
+    assert [(b["source"], b["quota_tokens"], b["eligible_tokens"]) for b in s["by_stratum"]] == [
+        ("books", 43, 60), ("web", 7, 10),
+    ]  # fmt: skip
+    assert s["upsampled_draws"] == 0 and d.repeat.max() == 1
+    assert int(d.repeat[:2].sum()) == 1 and d.repeat[2] == 1 and (d.repeat[3:] == 0).all()
+    assert (s["token_target"], s["tokens_drawn"]) == (50, 40)
+    # the level short of the budget (70 < T = 100): every stratum upsampled in proportion. quotas 85.7 -> 86 and
+    # 14.3 -> 14; books: both documents (60) then draws with replacement up to 26 more: one 30-token draw (90, 4
+    # over) -> web aims at 10: its one document, no repeat needed
+    d = decide_quality(quality_frame(LEVEL_IN_BOOKS), *sets, "prune.keep_fraction=1")
+    s = d.summary
+    assert [b["quota_tokens"] for b in s["by_stratum"]] == [86, 14]
+    assert d.repeat.tolist()[:3] in ([2, 1, 1], [1, 2, 1]) and (d.repeat[3:] == 0).all()
+    assert (s["tokens_drawn"], s["upsampled_draws"]) == (100, 1)
+
+
+def test_quality_ties_are_broken_by_a_seeded_hash_not_by_shard_name():
+    """Integer ratings tie often: at the cut, a tie must not favour earlier-named shards."""
+    n = 200
+    frame = pl.DataFrame(
+        {
+            "stem": ["a_first"] * (n // 2) + ["b_second"] * (n // 2),
+            "pos": list(range(n // 2)) * 2,
+            "id": [f"d{i}" for i in range(n)],
+            "source": ["web"] * n,
+            "quality_domain": ["Other"] * n,
+            "n_words": pl.Series([10] * n, dtype=pl.Int32),
+            "quality_score": pl.Series([3.0] * n, dtype=pl.Float32),
+            "quality_overall": pl.Series([3] * n, dtype=pl.Int8),
+        }
+    )
+    from winnow.pipeline.prune.base import row_hash
+
+    kept = {}
+    for seed in (0, 1):
+        d = decide_quality(frame, "prune.strategy=quality", "prune.keep_fraction=0.5", f"run.seed={seed}")
+        order = np.argsort(row_hash(frame["stem"], frame["pos"], seed), kind="stable")
+        assert d.keep.tolist() == np.isin(np.arange(n), order[: n // 2]).tolist()  # the smallest hashes
+        first = int(d.keep[: n // 2].sum())
+        assert 30 <= first <= 70, first  # not "every document of the first shard"
+        kept[seed] = d.keep.copy()
+    assert (kept[0] != kept[1]).any()  # the tie-break is a seeded draw
+    # the hash depends on (stem, row) only: reordering the shards does not change which documents win
+    swapped = pl.concat([frame[n // 2 :], frame[: n // 2]])
+    d = decide_quality(swapped, "prune.strategy=quality", "prune.keep_fraction=0.5", "run.seed=0")
+    assert np.concatenate([d.keep[n // 2 :], d.keep[: n // 2]]).tolist() == kept[0].tolist()
 
 
 def random_quality_frame(seed: int, n: int = 600) -> pl.DataFrame:

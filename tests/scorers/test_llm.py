@@ -24,6 +24,7 @@ from winnow.scorers.llm import (
     LLMSection,
     build_messages,
     build_prompt,
+    dataman_clean,
     parse_answer,
     read_cache,
     truncate_for_prompt,
@@ -186,6 +187,35 @@ def test_truncation_default_limit_is_1894_tokens():
     out = truncate_for_prompt(" ".join(words), tok)
     first, last = out.split("...")
     assert first.split() == words[:947] and last.split() == words[-947:]
+
+
+@pytest.mark.parametrize(
+    "text, cleaned",
+    [
+        ('"..."The story begins.', "The story begins."),  # a leading quoted ellipsis (straight quotes)
+        ("\u201c\u2026\u201dThe story begins.", "The story begins."),  # curly quotes, one ellipsis character
+        ('"....."x', "x"),
+        ('Said "..." later', 'Said "..." later'),  # only at the very start
+        ('".."x', '".."x'),  # two dots are not an ellipsis
+        ("Intro\n![](/img/a.png)\nBody", "Intro\nBody"),  # an image link line, empty alt text
+        ("Intro\n![](https://x.org/a.png)\n![](b.png)\nBody", "Intro\nBody"),
+        ("![alt](a.png)\nBody", "![alt](a.png)\nBody"),  # an alt text: kept
+        ("see ![](a.png) inline", "see ![](a.png) inline"),  # not at a line end: kept
+    ],
+)
+def test_dataman_clean_before_truncation(text, cleaned):
+    assert dataman_clean(text) == cleaned
+
+
+def test_clean_runs_before_truncation_and_is_part_of_the_cache_key(tmp_path):
+    on = LLMRater(LLMSection(endpoint="http://127.0.0.1:9/v1", model_name="m", chars_per_token=1.0,
+                             max_prompt_tokens=10))  # fmt: skip
+    off = LLMRater(LLMSection(endpoint="http://127.0.0.1:9/v1", model_name="m", chars_per_token=1.0,
+                              max_prompt_tokens=10, clean="none"))  # fmt: skip
+    text = '"..."abcdefghij'
+    assert on._truncate(text) == "abcdefghij"  # 10 characters once cleaned: within the limit
+    assert off._truncate(text) == '"..."' + "..." + "fghij"  # first and last 5 of the raw 15 characters
+    assert on.fingerprint() != off.fingerprint()
 
 
 def test_truncation_by_characters():

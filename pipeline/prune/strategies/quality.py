@@ -2,13 +2,17 @@
 document).
 
 The target becomes a token budget ``T = round(N · W / n)`` (W: the tokens of all n documents, so ``keep_fraction``
-f keeps about f of the tokens). ``prune.stratify`` cuts the documents into strata; each stratum that has an eligible
-document gets a token quota proportional to its token share (largest remainder), and keeps the prefix of its
-ranking (``quality``: top by ``quality_score`` or the sum of ``prune.quality_by``; ``dataman_level``: a seeded
-shuffle of the documents at the level) whose tokens come closest to its quota plus the rounding left over by the
-strata before it. Only ``dataman_level`` can find a stratum short of its quota; that stratum is upsampled with
-replacement and the draws per document go to the ``repeat`` column. ``dataman_level`` without a target keeps every
-document at the level once.
+f keeps about f of the tokens). By default (``prune.stratify: []``) the selection is global: ``quality`` keeps the
+best documents of the whole corpus up to T (the best f of the tokens). ``prune.stratify: [source, quality_domain]``
+is DataMan's recipe: strata by source, then domain, each with a token quota proportional to its *eligible* tokens
+(every document for ``quality``; the documents at the level for ``dataman_level``, which DataMan filters to first).
+Each stratum keeps the prefix of its ranking (``quality``: top by ``quality_score`` or the sum of
+``prune.quality_by``, ties broken by a seeded hash of (stem, row); ``dataman_level``: a seeded shuffle of the
+documents at the level) whose tokens come closest to its quota plus the rounding left over by the strata before it.
+A quota exceeds its stratum's eligible tokens only when the level holds fewer tokens than the budget; only then does
+``dataman_level`` upsample with replacement, the draws per document going to the ``repeat`` column. ``quality``
+never repeats a document. ``dataman_level`` without a target keeps every document at the level once. The summary
+(``prune.json``) names the selection that ran.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import polars as pl
 from loguru import logger
 
-from winnow.pipeline.prune.base import Decision, PruneContext
+from winnow.pipeline.prune.base import Decision, PruneContext, row_hash
 from winnow.pipeline.prune.registry import STRATEGIES
 
 
@@ -45,7 +49,7 @@ def dataman_level(ctx: PruneContext) -> Decision:
         keep = eligible.copy()
         repeat = keep.astype(np.int32)
         reason = np.where(keep, None, "dataman_level").astype(object)
-        ctx.summary.update(strata=None, shortfall=0)
+        ctx.summary.update(selection="every document at the level", strata=None, shortfall=0)
         return ctx.finish(keep, reason, None, repeat=repeat)
     return _select_by_tokens(ctx, None, eligible)
 
@@ -119,10 +123,11 @@ def _strata(frame: pl.DataFrame, columns: list[str], tokens: np.ndarray, eligibl
     n_strata = int(code.max()) + 1 if n else 0
     stratum_tokens = np.bincount(code, weights=tokens, minlength=n_strata).astype(np.int64)
     eligible_tokens = np.bincount(code[eligible], weights=tokens[eligible], minlength=n_strata).astype(np.int64)
-    # token quotas over the strata that have an eligible document (the others cannot contribute); a quota never
-    # exceeds its stratum's tokens, since token_target ≤ total_tokens
+    # token quotas proportional to each stratum's eligible tokens (DataMan filters to the level first, then shares
+    # the budget): a stratum without an eligible document gets none, and a quota exceeds its stratum's eligible
+    # tokens only when the eligible tokens of all strata fall short of the budget
     has_eligible = np.bincount(code[eligible], minlength=n_strata) > 0
-    quotas = proportional_quotas(stratum_tokens * has_eligible, token_target)
+    quotas = proportional_quotas(eligible_tokens, token_target)
     by_code = np.argsort(code, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(code, minlength=n_strata))])
     return _Strata(code, n_strata, stratum_tokens, eligible_tokens, has_eligible, quotas, by_code, bounds)
@@ -131,6 +136,7 @@ def _strata(frame: pl.DataFrame, columns: list[str], tokens: np.ndarray, eligibl
 def _draw(ctx, st: _Strata, score, eligible, tokens) -> tuple[np.ndarray, np.ndarray, int]:
     """Draws per document (``repeat``), tokens drawn per stratum and the number of upsampled draws."""
     upsample = ctx.cfg.prune.strategy == "dataman_level"
+    tie = row_hash(ctx.frame["stem"], ctx.frame["pos"], ctx.cfg.run.seed) if score is not None else None
     repeat = np.zeros(ctx.n, dtype=np.int32)
     drawn = np.zeros(st.count, dtype=np.int64)
     carry = upsampled = 0  # carry: tokens the strata before fell short of their quotas (negative: over)
@@ -138,8 +144,8 @@ def _draw(ctx, st: _Strata, score, eligible, tokens) -> tuple[np.ndarray, np.nda
         members = st.members(s_)
         cand = members[eligible[members]]
         rng = np.random.default_rng([ctx.cfg.run.seed, 0x51, int(s_)])
-        if score is not None:  # top by score, ties by canonical order
-            order = cand[np.lexsort((cand, -score[cand]))]
+        if score is not None:  # top by score, ties by the seeded (stem, row) hash, then canonical order
+            order = cand[np.lexsort((cand, tie[cand], -score[cand]))]
         else:  # uniform sample of the level
             order = cand[rng.permutation(len(cand))]
         goal = int(st.quotas[s_]) + carry
@@ -183,6 +189,7 @@ def _select_by_tokens(ctx: PruneContext, score: np.ndarray | None, eligible: np.
         raise AssertionError(f"prune drew {tokens_drawn} tokens, target {token_target}")
     ctx.summary.update(
         unit="tokens",
+        selection=f"stratified by {', '.join(p.stratify)} (DataMan)" if p.stratify else "global",
         strata=int(st.count),
         strata_without_eligible=int((~st.has_eligible).sum()),
         tokens_total=total_tokens,
