@@ -1,19 +1,23 @@
-"""What the ``winnow`` subcommands share: turning winnow's errors into a message and an exit code.
+"""What the ``winnow`` subcommands share: turning winnow's errors and SIGINT/SIGTERM into a message and an exit code.
 
-Used by :mod:`winnow.pipeline.cli.app`, :mod:`winnow.pipeline.report.report`, :mod:`winnow.pipeline.cli.student` and :mod:`winnow.pipeline.cli.mix`.
+Used by :mod:`winnow.pipeline.cli.app`, :mod:`winnow.pipeline.report.report`, :mod:`winnow.pipeline.cli.student`
+and :mod:`winnow.pipeline.cli.mix`.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from winnow.core.errors import ConfigError, CurationError
 
-__all__ = ["exit_on_error"]
+from winnow.core.errors import ConfigError, CurationError, Interrupted
+
+__all__ = ["exit_on_error", "exit_on_signal"]
 
 
 @contextmanager
@@ -39,3 +43,35 @@ def exit_on_error(console: Console, *, config_label: str = "error") -> Iterator[
     except CurationError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def exit_on_signal(console: Console) -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` inside the block, and that into one line and exit 130 / 143.
+
+    The first signal raises ``Interrupted`` in the main thread, wherever it is: the code it unwinds stops its
+    workers and cleans up (``run_pipeline`` terminates the executor's processes, removes temporary files and
+    releases the run directory's lock); further signals are ignored until the block is left, so that clean-up runs
+    to its end. Outside the main thread, the block runs with the handlers as they are.
+
+    Raises:
+        typer.Exit: With 128 + the signal's number.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except Interrupted as e:
+        console.print(f"[bold red]interrupted:[/] {e.name}: the run stopped; rerun it to resume", highlight=False)
+        raise typer.Exit(e.exit_code) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

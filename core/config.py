@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field
+
 from winnow.core.section import Section, StrList
 
 

@@ -2,10 +2,13 @@
 
 ``CurationError`` is the root. ``ConfigError`` is raised before any work starts; ``ShardError`` concerns one
 input shard (the run records it and goes on with the other shards); ``RetryableError`` marks transient failures
-(network, endpoints) that callers may retry with backoff.
+(network, endpoints) that callers may retry with backoff; ``RunDirLocked`` means another run holds the run
+directory. ``Interrupted`` (SIGINT/SIGTERM) is a ``BaseException``, like ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
+
+import signal
 
 
 class CurationError(Exception):
@@ -30,3 +33,28 @@ class RetryableError(CurationError):
 
 class RejectsFoundError(CurationError):
     """Raised by ``--fail-on-reject`` when a run rejected input rows."""
+
+
+class RunDirLocked(CurationError):
+    """Another ``winnow run`` holds the run directory's lock (one writer per run directory)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped a run (a ``BaseException``: no stage records it as a unit failure).
+
+    Args:
+        signum: the signal.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(signum)
+
+    def __str__(self) -> str:
+        return f"stopped by {self.name}"
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process a signal ended (130 SIGINT, 143 SIGTERM)."""
+        return 128 + self.signum

@@ -8,12 +8,16 @@ be read at all becomes one reject. Memory is bounded by ``io.read_batch_size``, 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import io as pyio
+import json
 import os
 import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,8 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+
 from winnow.core.config import IOSection
-from winnow.core.errors import ConfigError
+from winnow.core.errors import ConfigError, ShardError
 
 # suffix -> (format, compression); longest suffixes first so ".jsonl.gz" wins over ".gz"
 _SUFFIXES: list[tuple[str, tuple[str, str | None]]] = [
@@ -76,12 +81,15 @@ class Shard:
         stem: the output name: the path relative to the inputs' common folder, suffix removed, ``/`` → ``__``.
         format: ``jsonl`` or ``parquet``.
         compression: ``gzip``, ``zstd`` or ``None``.
+        fingerprint: what the file was when the run started (:func:`shard_fingerprint`); ``""`` when not taken.
+            Completion markers hold it, so a grown or replaced shard is redone.
     """
 
     url: str
     stem: str
     format: Literal["jsonl", "parquet"]
     compression: str | None = None
+    fingerprint: str = ""
 
 
 def _has_magic(path: str) -> bool:
@@ -136,6 +144,77 @@ def list_shards(patterns: list[str], storage_options: dict[str, Any] | None = No
 def _is_remote(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol not in ("file", "local")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# input fingerprints
+#
+# A fingerprint says "this is still the file the run processed" without reading it whole:
+#   * the size, always (appended rows change it);
+#   * where the filesystem names the content (an object store's ETag / MD5 / version id / generation), that name:
+#     it changes whenever the bytes do, so nothing is read;
+#   * otherwise (local disks, NFS, plain HTTP) the modification time plus a BLAKE2b hash of the first and the last
+#     64 KiB: a file replaced by one of the same size within the same mtime tick is still caught unless it differs
+#     only in the middle of a file larger than 128 KiB (files up to 128 KiB are hashed whole).
+# A file that was only touched (new mtime, same bytes) is redone: safe, if wasteful. Taking one costs a stat (and
+# two ranged reads where there is no content name); ``fingerprint_shards`` takes them in parallel.
+
+#: ``fs.info`` keys that name an object's content (S3, GCS, Azure, HTTP servers that send them); all present are used
+_CONTENT_KEYS = (
+    "VersionId", "version_id", "generation", "md5Hash", "md5", "ETag", "etag", "content_md5", "Content-MD5", "Digest",
+    "crc32c",
+)  # fmt: skip
+#: ``fs.info`` keys of a modification time, the first one present is used
+_MTIME_KEYS = ("mtime", "LastModified", "last_modified", "Last-Modified", "updated", "modified", "created")
+#: bytes hashed at each end of a file that has no content name
+FINGERPRINT_SAMPLE = 64 * 1024
+
+
+def shard_fingerprint(shard: Shard | str, storage_options: dict[str, Any] | None = None) -> str:
+    """A short string that changes when the shard's bytes change (see the notes above): ``<size>-<16 hex>``.
+
+    A file that cannot be stat-ed or read gets a fingerprint saying so (the reader then rejects it as
+    ``unreadable_shard``), never an error.
+    """
+    url = shard.url if isinstance(shard, Shard) else shard
+    fs, path = url_to_fs(url, **(storage_options or {}))
+    h = hashlib.blake2b(digest_size=8)
+    try:
+        fs.invalidate_cache(path)  # object stores cache listings: ask the store, not the glob made at start-up
+        info = fs.info(path)
+    except (OSError, ValueError) as e:
+        h.update(f"missing:{type(e).__name__}".encode())
+        return f"missing-{h.hexdigest()}"
+    size = int(info.get("size") or 0)
+    named = [(k, str(info[k])) for k in _CONTENT_KEYS if info.get(k)]
+    if named:
+        h.update(repr(named).encode())
+    else:
+        mtime = next((info[k] for k in _MTIME_KEYS if info.get(k) is not None), None)
+        h.update(f"mtime={mtime}".encode())
+        h.update(_head_and_tail(fs, path, size))
+    return f"{size}-{h.hexdigest()}"
+
+
+def _head_and_tail(fs: fsspec.AbstractFileSystem, path: str, size: int) -> bytes:
+    """BLAKE2b of the first and last ``FINGERPRINT_SAMPLE`` bytes (two ranged reads; the whole of a small file)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        h.update(fs.cat_file(path, start=0, end=min(size, FINGERPRINT_SAMPLE)))
+        if size > FINGERPRINT_SAMPLE:
+            h.update(fs.cat_file(path, start=max(FINGERPRINT_SAMPLE, size - FINGERPRINT_SAMPLE), end=size))
+    except (OSError, ValueError) as e:  # unreadable: the reader will say so; the fingerprint just notes it
+        h.update(f"unreadable:{type(e).__name__}".encode())
+    return h.digest()
+
+
+def fingerprint_shards(shards: list[Shard], storage_options: dict[str, Any] | None = None) -> list[Shard]:
+    """``shards`` with their ``fingerprint`` taken now (stat calls and ranged reads in parallel threads)."""
+    if not shards:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(shards))) as pool:
+        fps = list(pool.map(lambda s: shard_fingerprint(s, storage_options), shards))
+    return [dataclasses.replace(s, fingerprint=fp) for s, fp in zip(shards, fps, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -206,6 +285,20 @@ def derived_id(shard: Shard, row: int) -> str:
     return f"{shard.stem}:{row}"
 
 
+#: the float magnitude where orjson's integer overflow begins (it reads larger integers as floats)
+_BIG_FLOAT = float(2**63)
+
+
+def _loads(body: bytes) -> Any:
+    """One JSON value. orjson reads an integer beyond 64 bits as a float (so a large integer id would silently
+    become a float); a top-level float of that magnitude sends the line to the standard library, which keeps the
+    integer exact. Rare lines pay the slow path; every other line is parsed once by orjson."""
+    obj = orjson.loads(body)
+    if isinstance(obj, dict) and any(isinstance(v, float) and abs(v) >= _BIG_FLOAT for v in obj.values()):
+        return json.loads(body)
+    return obj
+
+
 class ShardReader:
     """Reads one shard in validated record batches.
 
@@ -223,6 +316,16 @@ class ShardReader:
             yield from self._read_parquet()
         else:
             yield from self._read_jsonl()
+        self._check_unchanged()
+
+    def _check_unchanged(self) -> None:
+        """Raise if the shard carries a fingerprint and the file no longer has it (it grew or was replaced while
+        it was being read: what was read may mix old and new rows)."""
+        shard = self.shard
+        if shard.fingerprint and shard_fingerprint(shard, self.io.storage_options) != shard.fingerprint:
+            raise ShardError(
+                shard.url, "the file changed while this run was reading it; rerun to process its current content"
+            )
 
     # -- JSONL -------------------------------------------------------------------------------------------------
 
@@ -271,8 +374,8 @@ class ShardReader:
         except UnicodeDecodeError as e:
             return None, reject(shard, "invalid_utf8", f"byte {e.start}: {e.reason}", line=line_no, row=row, raw=raw)
         try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
+            obj = _loads(body)
+        except ValueError as e:  # orjson.JSONDecodeError and json.JSONDecodeError are ValueErrors
             return None, reject(shard, "malformed_json", str(e), line=line_no, row=row, raw=raw)
         if not isinstance(obj, dict):
             return None, reject(

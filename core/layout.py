@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from winnow.core.errors import CurationError
 from winnow.core.rundir import RunDir
 
 
@@ -31,5 +33,16 @@ def bucket_name(bucket: int) -> str:
 
 
 def read_parquet(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table:
-    with run.fs.open(run._p(rel), "rb") as f:
-        return pq.read_table(f, columns=columns)
+    """``<run>/<rel>`` as a table.
+
+    Raises:
+        CurationError: the file is missing or unreadable (truncated, not parquet); the message names it.
+    """
+    try:
+        with run.fs.open(run._p(rel), "rb") as f:
+            return pq.read_table(f, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        what = "missing" if isinstance(e, FileNotFoundError) else f"unreadable ({type(e).__name__}: {e})"
+        raise CurationError(
+            f"{run.url_of(rel)}: {what}; rerun `winnow run` (a unit whose output is missing or unreadable is redone)"
+        ) from e

@@ -1,12 +1,14 @@
 """The run directory: where each stage's outputs, stats, logs and completion markers live.
 
 ```
-<run>/config.resolved.yaml  embeddings/<stem>.parquet  curated/<stem>.parquet  rejects/<stem>.parquet
+<run>/manifest.json  config.resolved.yaml  embeddings/<stem>.parquet  curated/<stem>.parquet  rejects/<stem>.parquet
       stats/<stage>/<stem>.json  stats.json  completions/<stage>/<stem>  failures/<stage>/<stem>.json
-      logs/<stage>/  (datatrove's logging dir: per-task logs, stats, rank completions)
+      logs/<stage>/  (datatrove's logging dir: per-task logs, stats, rank completions)  .lock (while a run runs)
 ```
 Outputs are named after input shards, never after worker ranks; a shard's completion marker is written after
 its outputs, so a rerun skips finished shards and redoes the rest, whatever the number of workers.
+``manifest.json`` (:mod:`winnow.core.manifest`) lists the run's shards: readers take the stems from it, never from
+a folder listing. ``.lock`` (:mod:`winnow.core.lock`): one writer per run directory.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ import re
 import uuid
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+
 from winnow.core.io import join_path
+from winnow.core.lock import RunLock
+from winnow.core.manifest import MANIFEST, Manifest
 from winnow.core.stats import ShardStats
 
 #: temporary names of AtomicParquetWriter and RunDir.write_bytes: ``<name>.tmp-<8 hex>``
@@ -36,6 +43,7 @@ class RunDir:
         self.url = url.rstrip("/")
         self.storage_options = storage_options or {}
         self.fs, self.path = url_to_fs(self.url, **self.storage_options)
+        self._lock: RunLock | None = None  # never pickled: worker processes do not hold it
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -80,15 +88,90 @@ class RunDir:
     def remove_stale_temps(self) -> list[str]:
         """Remove the temporary files that killed processes left behind; returns their paths.
 
-        Only safe while no task of this run is running (``run_pipeline`` calls it before starting any, after
-        checking that no Slurm job of the run is still queued or running).
+        Runs under the run directory's lock (taken here unless this object holds it), so it never removes a live
+        run's files: ``run_pipeline`` calls it while it holds the lock, before any task starts (after checking that
+        no Slurm job of the run is still queued or running) and after an interrupted local run's workers ended.
+
+        Raises:
+            RunDirLocked: another run holds the lock.
         """
         if not self.fs.exists(self.path):
             return []
+        if not self.holds_lock:
+            with self.lock():
+                return self.remove_stale_temps()
         stale = sorted(p for p in self.fs.find(self.path) if _TEMP.search(p.rsplit("/", 1)[-1]))
         for p in stale:
             self.fs.rm(p)
         return stale
+
+    # -- the lock, the manifest, outputs -------------------------------------------------------------------------
+
+    def lock(self) -> RunLock:
+        """This run directory's lock (:mod:`winnow.core.lock`), to use as ``with run.lock(): ...``."""
+        if self._lock is None:
+            self._lock = RunLock(self)
+        return self._lock
+
+    @property
+    def holds_lock(self) -> bool:
+        return self._lock is not None and self._lock.held
+
+    def manifest(self) -> Manifest | None:
+        """The run's manifest (its input shards), or ``None`` for a run made before manifests existed.
+
+        Raises:
+            CurationError: the file is malformed (the message names it and the key).
+        """
+        if not self.exists(MANIFEST):
+            return None
+        return Manifest.parse(self.read_text(MANIFEST), self.url_of(MANIFEST))
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.write_text(MANIFEST, manifest.to_json())
+
+    def check_file(self, rel: str) -> str | None:
+        """``None`` if ``rel`` exists (and, for parquet, its footer reads), else what is wrong with it."""
+        path = self._p(rel)
+        if not rel.endswith(".parquet"):
+            return None if self.fs.exists(path) else "missing"
+        try:
+            with self.fs.open(path, "rb") as f:
+                pq.read_metadata(f)
+        except FileNotFoundError:
+            return "missing"
+        except (pa.ArrowInvalid, OSError) as e:
+            return f"unreadable ({type(e).__name__}: {e})"
+        return None
+
+    def remove_outside(self, stems: set[str], folders: dict[str, tuple[str, ...]]) -> list[str]:
+        """Remove the per-shard files whose stem is not in ``stems``; returns their paths relative to the run.
+
+        Args:
+            stems: the current output names.
+            folders: folder (``*`` matches one level: ``buckets/*``) → the suffixes of its per-shard files
+                (``("",)`` for files named exactly after the stem, like completion markers). Files whose name ends
+                in none of them, and temporary files, are left alone.
+        """
+        removed = []
+        for folder, suffixes in sorted(folders.items()):
+            for rel in self._expand(folder):
+                for name in self.listdir(rel):
+                    if _TEMP.search(name):
+                        continue
+                    stem = next((name[: len(name) - len(s)] for s in suffixes if name.endswith(s)), None)
+                    if stem is not None and stem not in stems and self.fs.isfile(self._p(rel, name)):
+                        self.fs.rm(self._p(rel, name))
+                        removed.append(f"{rel}/{name}")
+        return removed
+
+    def _expand(self, folder: str) -> list[str]:
+        """``folder`` with a ``*`` part replaced by every existing sub-folder name there."""
+        head, star, tail = folder.partition("*")
+        if not star:
+            return [folder]
+        subs = [n for n in self.listdir(head.rstrip("/")) if self.fs.isdir(self._p(head, n))]
+        return [f"{head}{n}{tail}".rstrip("/") for n in subs]
 
     def listdir(self, rel: str) -> list[str]:
         path = self._p(rel)

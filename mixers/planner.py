@@ -744,6 +744,41 @@ class PoolStats:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Curated:
+    """One curated shard: a lazy scan and its schema (nothing read yet).
+
+    Args:
+        rel: Its path relative to the run (``curated/<stem>.parquet``).
+        scan: The lazy scan of the file.
+        schema: Its columns and types.
+    """
+
+    rel: str
+    scan: pl.LazyFrame
+    schema: pl.Schema
+
+    @property
+    def names(self) -> list[str]:
+        return self.schema.names()
+
+    def __contains__(self, column: str) -> bool:
+        return column in self.schema
+
+    def collect(self, query: pl.LazyFrame, what: str) -> pl.DataFrame:
+        """``query`` (over :attr:`scan`) run by polars' streaming engine: the file is read in morsels of the columns
+        the query needs, so memory holds a morsel and the query's state (sums, or the column it returns), never
+        the shard.
+
+        Raises:
+            ShardError: The file cannot be read or the query fails on its values.
+        """
+        try:
+            return query.collect(engine="streaming")
+        except Exception as e:  # polars/pyarrow raise many kinds for a corrupt file
+            raise ShardError(self.rel, f"{what}: {e}") from None
+
+
 def _scan(rd: RunDir, rel: str) -> pl.LazyFrame:
     protocol = rd.fs.protocol
     if "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
@@ -751,65 +786,83 @@ def _scan(rd: RunDir, rel: str) -> pl.LazyFrame:
     return pl.scan_pyarrow_dataset(pads.dataset(rd._p(rel), filesystem=rd.fs, format="parquet"))
 
 
-def _presence(schemas: dict[str, Any], column: str) -> list[str]:
-    return [rel for rel, schema in schemas.items() if column in schema]
+def _presence(shards: dict[str, _Curated], column: str) -> list[str]:
+    return [rel for rel, shard in shards.items() if column in shard]
 
 
-def _curated_shards(rd: RunDir, run_dir: str, text_field: str) -> tuple[dict[str, pl.LazyFrame], dict[str, Any]]:
-    """Lazy frames and schemas of ``curated/*.parquet``, each checked for the keep and text columns."""
+def _run_shard_files(rd: RunDir) -> list[str]:
+    """The curated files of the run's shards: those of its ``manifest.json`` (the only list anyone reads: a shard
+    removed from the inputs is not planned over even if its file is still there), or, for a run made before
+    manifests, the ``curated/`` listing."""
+    manifest = rd.manifest()
+    if manifest is None:
+        return [n for n in rd.listdir("curated") if n.endswith(".parquet")]
+    names = sorted(f"{stem}.parquet" for stem in manifest.stems)  # sorted: plan bytes as before
+    missing = [n for n in names if not rd.exists("curated", n)]
+    if missing:
+        msg = (
+            f"{rd.url_of('curated')}: {len(missing)} of the run's {len(names)} shard(s) have no curated file "
+            f"(e.g. {missing[0]}): run `winnow run` (or `winnow write`) on this run first"
+        )
+        raise PlanError(msg)
+    return names
+
+
+def _curated_shards(rd: RunDir, run_dir: str, text_field: str) -> dict[str, _Curated]:
+    """Lazy scans of ``curated/*.parquet`` with their schemas, each checked for the keep and text columns."""
     if not rd.fs.isdir(rd.path):
         msg = f"run directory not found: {run_dir}"
         raise PlanError(msg)
-    names = [n for n in rd.listdir("curated") if n.endswith(".parquet")]
+    names = _run_shard_files(rd)
     if not names:
         msg = f"no curated shards in {rd.url_of('curated')}: run `winnow run` (or `winnow write`) on this run first"
         raise PlanError(msg)
-    scans, schemas = {}, {}
+    shards = {}
     for rel in (f"curated/{n}" for n in names):
         try:
-            scans[rel] = _scan(rd, rel)
-            schemas[rel] = scans[rel].collect_schema()
+            scan = _scan(rd, rel)
+            shards[rel] = _Curated(rel, scan, scan.collect_schema())
         except Exception as e:  # polars/pyarrow raise many kinds for a corrupt file
             raise ShardError(rel, f"cannot read: {e}") from None
-    for rel, schema in schemas.items():
+    for rel, shard in shards.items():
         for column in (KEEP, text_field):
-            if column not in schema:
-                msg = f"{rel}: no {column!r} column (columns: {', '.join(schema.names())})"
+            if column not in shard:
+                msg = f"{rel}: no {column!r} column (columns: {', '.join(shard.names)})"
                 raise PlanError(msg)
-    return scans, schemas
+    return shards
 
 
-def _quality_kind(mix: MixSection, schemas: dict[str, Any], warnings: list[str]) -> tuple[str, str]:
+def _quality_kind(mix: MixSection, shards: dict[str, _Curated], warnings: list[str]) -> tuple[str, str]:
     """``(kind, reason for one bucket)``: ``mix.pools.quality``, or ``none`` when no shard has its column."""
     quality = mix.pools.quality
     q_column = {"quantiles": QUALITY_SCORE, "dataman_levels": QUALITY_OVERALL}.get(quality)
     reason = "mix.pools.quality = none"
     if q_column is None:
         return quality, reason
-    have = _presence(schemas, q_column)
+    have = _presence(shards, q_column)
     if not have:
         reason = f"the curated shards have no {q_column} column (quality scoring has not run)"
         warnings.append(f"{reason}: one quality bucket, {ALL!r}")
         return "none", reason
-    if len(have) < len(schemas):
-        missing = [r for r in schemas if r not in have]
-        msg = f"{q_column} is in {len(have)} of {len(schemas)} curated shards (missing from {', '.join(missing)})"
+    if len(have) < len(shards):
+        missing = [r for r in shards if r not in have]
+        msg = f"{q_column} is in {len(have)} of {len(shards)} curated shards (missing from {', '.join(missing)})"
         raise PlanError(msg)
     return quality, reason
 
 
-def _domain_column(mix: MixSection, schemas: dict[str, Any], warnings: list[str]) -> str | None:
+def _domain_column(mix: MixSection, shards: dict[str, _Curated], warnings: list[str]) -> str | None:
     """The domain column, or None for one domain (``mix.pools.domain = none``, or the default column is absent)."""
     d_column: str | None = None if mix.pools.domain == "none" else mix.pools.domain
     if d_column is None:
         return None
-    have = _presence(schemas, d_column)
+    have = _presence(shards, d_column)
     if not have and "domain" not in mix.pools.model_fields_set:
         warnings.append(f"the curated shards have no {d_column!r} column: one domain, {ALL!r}")
         return None
-    if len(have) < len(schemas):
-        missing = [r for r in schemas if r not in have]
-        available = sorted(set().union(*(s.names() for s in schemas.values())))
+    if len(have) < len(shards):
+        missing = [r for r in shards if r not in have]
+        available = sorted(set().union(*(s.names for s in shards.values())))
         msg = (
             f"mix.pools.domain = {d_column!r} is missing from {', '.join(missing)} "
             f"(columns: {', '.join(available)}; or set mix.pools.domain=none)"
@@ -818,50 +871,89 @@ def _domain_column(mix: MixSection, schemas: dict[str, Any], warnings: list[str]
     return d_column
 
 
-def _shard_rows(scans: dict[str, pl.LazyFrame], schemas: dict[str, Any], run_dir: str) -> list[Shard]:
+def _repeat_column(shard: _Curated) -> str | None:
+    return REPEAT if REPEAT in shard else None
+
+
+def _shard_rows(shards: dict[str, _Curated], run_dir: str) -> list[Shard]:
     """Rows and kept rows of every shard; refuses a negative repeat count, and shards without kept rows."""
-    shards = []
-    for rel, lf in scans.items():
-        rep_col = REPEAT if REPEAT in schemas[rel] else None
+    out = []
+    for rel, shard in shards.items():
+        rep_col = _repeat_column(shard)
         rep = pl.col(REPEAT).cast(pl.Int64).fill_null(1) if rep_col else pl.lit(1, dtype=pl.Int64)
-        try:
-            counts = lf.select(
+        counts = shard.collect(
+            shard.scan.select(
                 pl.len().alias("rows"), kept_expr(KEEP, rep_col).sum().alias("kept"), (rep < 0).sum().alias("neg")
-            ).collect()
-        except Exception as e:
-            raise ShardError(rel, f"cannot read: {e}") from None
+            ),
+            "cannot read",
+        )
         if counts["neg"][0]:
             raise ShardError(rel, f"{counts['neg'][0]} row(s) with a negative {REPEAT!r}")
-        shards.append(Shard(path=rel, rows=int(counts["rows"][0]), kept_rows=int(counts["kept"][0])))
-    if sum(s.kept_rows for s in shards) == 0:
-        msg = f"no kept rows (keep == true) in the {len(shards)} curated shard(s) of {run_dir}: nothing to plan"
+        out.append(Shard(path=rel, rows=int(counts["rows"][0]), kept_rows=int(counts["kept"][0])))
+    if sum(s.kept_rows for s in out) == 0:
+        msg = f"no kept rows (keep == true) in the {len(out)} curated shard(s) of {run_dir}: nothing to plan"
         raise PlanError(msg)
-    return shards
+    return out
 
 
-def _quantile_edges(scans: dict[str, pl.LazyFrame], schemas: dict[str, Any], n: int) -> list[float] | None:
+def linear_quantiles(values: np.ndarray, qs: Sequence[float], nulls: int = 0) -> list[float] | None:
+    """The ``linear`` quantiles of ``values`` and ``nulls`` nulls (``values`` without nulls or NaN), as polars computes
+    them for such a column, reordering ``values`` in place (``np.partition``: no sorted copy).
+
+    Polars sorts the nulls first: for ``n`` values, quantile ``q`` is at ``i = (n - 1)·q + nulls``, and it is
+    ``lower`` when ``i`` is whole, else ``lower + (i - ⌊i⌋)·(upper - lower)`` (``lower`` if ``upper == lower``), with
+    ``lower`` and ``upper`` the values of rank ``⌊i⌋ - nulls`` and the next: the float64 numbers of polars'
+    ``quantile(q, interpolation="linear")`` (``tests/mixers/test_loader_memory.py`` checks them against it).
+    ``None`` when there are no values.
+    """
+    n = len(values)
+    if n == 0:
+        return None
+    pos = [(n - 1) * q + nulls for q in qs]
+    low = [int(p) for p in pos]
+    values.partition(sorted({r for lo in low for r in (lo - nulls, min(lo - nulls + 1, n - 1))}))
+    out = []
+    for p, lo in zip(pos, low, strict=True):
+        a, b = float(values[lo - nulls]), float(values[min(lo - nulls + 1, n - 1)])
+        out.append(a if a == b or p == lo else (p - lo) * (b - a) + a)
+    return out
+
+
+def _kept_scores(shards: dict[str, _Curated], kept_rows: int) -> tuple[np.ndarray, int]:
+    """``(quality_score of every kept row that has one, kept rows without one)`` (NaN = null), shard by shard into
+    one array of at most ``kept_rows`` entries: float32 when every shard stores float32 (4 bytes per kept row),
+    else float64."""
+    f32 = all(s.schema[QUALITY_SCORE] == pl.Float32 for s in shards.values())
+    out = np.empty(kept_rows, dtype=np.float32 if f32 else np.float64)
+    n = nulls = 0
+    for shard in shards.values():
+        score = pl.col(QUALITY_SCORE) if f32 else pl.col(QUALITY_SCORE).cast(pl.Float64)
+        query = shard.scan.filter(kept_expr(KEEP, _repeat_column(shard))).select(score.fill_nan(None))
+        column = shard.collect(query, f"cannot read {QUALITY_SCORE}").to_series()
+        values = column.drop_nulls().to_numpy()
+        nulls += len(column) - len(values)
+        if n + len(values) > len(out):  # the shard changed since its rows were counted
+            out = np.concatenate([out[:n], np.empty(n + len(values) - len(out), out.dtype)])
+        out[n : n + len(values)] = values
+        n += len(values)
+    return out[:n], nulls
+
+
+def _quantile_edges(shards: dict[str, _Curated], n: int, kept_rows: int) -> list[float] | None:
     """The ``n - 1`` linear quantiles of ``quality_score`` (NaN = null) over the kept rows; None if all are null."""
     qs = [i / n for i in range(1, n)]
     if not qs:
         return []
-    score = pl.col(QUALITY_SCORE).cast(pl.Float64).fill_nan(None)
-    kept = [lf.filter(kept_expr(KEEP, REPEAT if REPEAT in schemas[rel] else None)) for rel, lf in scans.items()]
-    kept_scores = pl.concat([lf.select(score) for lf in kept])
-    row = kept_scores.select(
-        [pl.col(QUALITY_SCORE).quantile(q, interpolation="linear").alias(str(i)) for i, q in enumerate(qs)]
-    ).collect()
-    edges = [row[str(i)][0] for i in range(len(qs))]
-    if any(e is None for e in edges):  # every kept score is null
-        return None
-    return [float(e) for e in edges]
+    values, nulls = _kept_scores(shards, kept_rows)
+    return linear_quantiles(values, qs, nulls)
 
 
 def _quality_definition(
-    kind: str, reason: str, n: int, scans: dict[str, pl.LazyFrame], schemas: dict[str, Any], warnings: list[str]
+    kind: str, reason: str, n: int, shards: dict[str, _Curated], rows: list[Shard], warnings: list[str]
 ) -> QuantileBuckets | DatamanLevels | OneBucket:
     """The plan's ``pool_definition.quality`` for this kind (quantile edges computed over the kept rows)."""
     if kind == "quantiles":
-        edges = _quantile_edges(scans, schemas, n)
+        edges = _quantile_edges(shards, n, sum(s.kept_rows for s in rows))
         if edges is not None:
             return QuantileBuckets(
                 kind="quantiles", column=QUALITY_SCORE, n_buckets=n, edges=edges,
@@ -887,35 +979,38 @@ def _n_buckets(quality: QuantileBuckets | DatamanLevels | OneBucket) -> int:
     return DATAMAN_LEVELS if isinstance(quality, DatamanLevels) else 1
 
 
-def _shard_pools(rel: str, lf: pl.LazyFrame, names: list[str], rule: PoolRule, counter: TokenCounter) -> pl.DataFrame:
-    """Documents, unique tokens, pass tokens and null quality scores per pool of one shard's kept rows."""
-    text = rule.definition.text_column
-    try:
-        kept = (
-            lf.filter(rule.kept(names))
-            .select(
-                pl.col(text).cast(pl.String).alias("_text"),
-                rule.bucket.alias("quality_bucket"),
-                rule.rank.cast(pl.Int64).alias("quality_rank"),
-                rule.domain.alias("domain"),
-                rule.repeat(names).alias("_rep"),
-                rule.quality_null.alias("_qnull"),
-            )
-            .collect()
+def _shard_pools(shard: _Curated, rule: PoolRule, counter: TokenCounter) -> pl.DataFrame:
+    """Documents, unique tokens, pass tokens and null quality scores per pool of one shard's kept rows: one
+    streaming query over the pool rule's columns and the text, the tokens counted morsel by morsel."""
+    names = shard.names
+    tokens = (
+        pl.col(rule.definition.text_column)
+        .cast(pl.String)
+        .map_batches(lambda texts: pl.Series(counter.counts(texts), dtype=pl.Int64), pl.Int64, is_elementwise=True)
+    )
+    query = (
+        shard.scan.filter(rule.kept(names))
+        .select(
+            tokens.alias("_tokens"),
+            rule.bucket.alias("quality_bucket"),
+            rule.rank.cast(pl.Int64).alias("quality_rank"),
+            rule.domain.alias("domain"),
+            rule.repeat(names).alias("_rep"),
+            rule.quality_null.alias("_qnull"),
         )
-        kept = kept.with_columns(pl.Series("_tokens", counter.counts(kept["_text"]), dtype=pl.Int64))
-        agg = kept.group_by("quality_bucket", "quality_rank", "domain").agg(
+        .group_by("quality_bucket", "quality_rank", "domain")
+        .agg(
             pl.len().cast(pl.Int64).alias("documents"),
             pl.col("_tokens").sum().alias("unique_tokens"),
             (pl.col("_tokens") * pl.col("_rep")).sum().alias("pass_tokens"),
             pl.col("_qnull").cast(pl.Int64).sum().alias("_qnull"),
         )
-    except pl.exceptions.PolarsError as e:
-        raise ShardError(rel, f"cannot count pools: {e}") from None
+    )
+    agg = shard.collect(query, "cannot count pools")
     if isinstance(rule.definition.quality, DatamanLevels):
         bad = agg.filter((pl.col("quality_rank") < 1) | (pl.col("quality_rank") > DATAMAN_LEVELS))
         if bad.height:
-            raise ShardError(rel, f"{QUALITY_OVERALL} must be 1..5, got {', '.join(bad['quality_bucket'])}")
+            raise ShardError(shard.rel, f"{QUALITY_OVERALL} must be 1..5, got {', '.join(bad['quality_bucket'])}")
     return agg
 
 
@@ -938,6 +1033,11 @@ def pool_stats(
 ) -> PoolStats:
     """Count documents and tokens per pool over ``<run_dir>/curated/*.parquet`` (kept rows only).
 
+    Each pass over a shard is one query of polars' streaming engine over the columns it needs (keep and repeat;
+    then the quality score, for quantile edges; then the pool rule's columns and the text, tokens counted morsel
+    by morsel), so memory holds a morsel and the per-pool sums, never a whole column of the shards, plus 4 bytes
+    per kept row for the quality score's quantiles (float32 scores).
+
     Args:
         run_dir: The run directory (local path or fsspec URL).
         mix: The mix config (``pools``, ``token_count``).
@@ -953,15 +1053,15 @@ def pool_stats(
         ShardError: A shard cannot be read or holds invalid values.
     """
     rd = RunDir(run_dir, storage_options)
-    scans, schemas = _curated_shards(rd, run_dir, text_field)
+    shards = _curated_shards(rd, run_dir, text_field)
     warnings: list[str] = []
-    kind, reason = _quality_kind(mix, schemas, warnings)
-    d_column = _domain_column(mix, schemas, warnings)
-    shards = _shard_rows(scans, schemas, run_dir)
-    quality = _quality_definition(kind, reason, mix.pools.n_buckets, scans, schemas, warnings)
+    kind, reason = _quality_kind(mix, shards, warnings)
+    d_column = _domain_column(mix, shards, warnings)
+    rows = _shard_rows(shards, run_dir)
+    quality = _quality_definition(kind, reason, mix.pools.n_buckets, shards, rows, warnings)
     definition = PoolDefinition(
         keep_column=KEEP,
-        repeat_column=REPEAT if _presence(schemas, REPEAT) else None,
+        repeat_column=REPEAT if _presence(shards, REPEAT) else None,
         text_column=text_field,
         id_column=id_field,
         quality=quality,
@@ -969,9 +1069,8 @@ def pool_stats(
     )
     rule = pool_rule(definition)
     counter = TokenCounter(token_count_rule(mix.token_count), mix.token_count.batch_size)
-    parts = [_shard_pools(rel, lf, schemas[rel].names(), rule, counter) for rel, lf in scans.items()]
     pools = (
-        pl.concat(parts)
+        pl.concat([_shard_pools(shard, rule, counter) for shard in shards.values()])
         .group_by("quality_bucket", "quality_rank", "domain")
         .agg(pl.col("documents", "unique_tokens", "pass_tokens", "_qnull").sum())
         .sort("quality_rank", "domain")
@@ -979,7 +1078,7 @@ def pool_stats(
     warnings += _null_quality_warning(pools, quality)
     return PoolStats(
         pools=pools.select(POOL_COLUMNS),
-        shards=tuple(shards),
+        shards=tuple(rows),
         definition=definition,
         token_count=counter.rule,
         n_quality_buckets=_n_buckets(quality),

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from winnow.core.config import IOSection, RunSection
 from winnow.core.errors import ConfigError
+from winnow.core.rundir import RunDir
 from winnow.core.section import Section
 from winnow.embedding.section import EmbedSection
 from winnow.mixers.config import MixSection
@@ -67,12 +68,22 @@ class DedupSection(Section):
         eps: a document is a duplicate when ``dup_max_sim ≥ 1 − eps``. Changing it reuses the stored similarities.
         eps_sweep: ε values whose kept fraction is reported in ``prune.json`` (from the stored column).
         block_size: tile size of the blocked similarity computation (memory O(block²)).
+        backend: ``numpy`` (CPU, the default), ``torch`` (on ``device``) or ``auto`` (torch on CUDA where torch
+            sees a GPU, else numpy). Every backend stores the same bits (the canonical similarity, ties to the
+            earliest-ranked member), so switching never changes a result, only the speed.
+        device: the torch backend's device: ``auto`` (CUDA where present, else the CPU), ``cpu`` or ``cuda``.
+        dtype: the torch backend's screening precision: ``float32``, ``bfloat16`` or ``float16``. Candidates are
+            rescored exactly whatever it is, so the result is the same; 16-bit screens faster on a GPU but leaves
+            more candidates to rescore.
     """
 
     rank: Literal["hard", "easy", "random"] = "hard"
     eps: float = Field(0.05, gt=0.0, lt=1.0)
     eps_sweep: list[float] = Field(default_factory=lambda: [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3])
     block_size: int = Field(2048, ge=16)
+    backend: Literal["numpy", "torch", "auto"] = "numpy"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 #: the allowed ``score.backend`` values: ``none`` and the registered rater backends (``winnow strategies`` lists them)
@@ -409,6 +420,41 @@ def load_config(
     for key, value in (cli_values or {}).items():
         if value is not None:
             apply_override(data, key.split("."), value)
+    try:
+        return WinnowConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+RESOLVED_CONFIG = "config.resolved.yaml"
+
+
+def load_run_config(run: RunDir, overrides: list[str] | None = None) -> WinnowConfig:
+    """A run's own config (``config.resolved.yaml``, written by every ``winnow run``) with ``--set`` overrides.
+
+    ``winnow mix`` and ``winnow report`` read it unless given ``-c``, so a run made with, say, a custom
+    ``io.text_field`` is read with it. Redacted storage options are dropped (credentials come from the environment).
+
+    Raises:
+        ConfigError: not a run directory, or a bad override (the message names the key).
+    """
+    if not run.exists(RESOLVED_CONFIG):
+        raise ConfigError(f"{run.url}: not a winnow run directory (no {RESOLVED_CONFIG}); run `winnow run` first")
+    try:
+        data = yaml.safe_load(run.read_text(RESOLVED_CONFIG)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{run.url_of(RESOLVED_CONFIG)}: not valid YAML: {e}") from e
+    data.pop("winnow_version", None)
+    data.pop("config_hash", None)
+    io_section = data.setdefault("io", {})
+    io_section["storage_options"] = {
+        k: v for k, v in (io_section.get("storage_options") or {}).items() if v != "<redacted>"
+    }
+    source = run.url_of(RESOLVED_CONFIG)
+    for item in overrides or []:
+        parts, value = parse_override(item)
+        apply_override(data, parts, value)
+        source += f" + --set {item}"
     try:
         return WinnowConfig.model_validate(data)
     except ValidationError as e:

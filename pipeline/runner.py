@@ -6,43 +6,102 @@ with one task per unit (a shard, a cluster bucket or a global step) on the execu
 return when they are done; ``slurm`` (``SlurmPipelineExecutor``) submits one job array per stage, each depending
 (``afterok``) on the one before, records the job ids in ``slurm_jobs.json`` and returns at once; a later
 ``winnow run`` with the same config and output finds the units done, submits nothing and collects the stats (or
-resubmits what is missing). Resumption has two layers: datatrove's rank completions (valid while the shard list
-is unchanged; cleared when it changes) and winnow's per-unit markers ``completions/<stage>/<unit>``, named after
-the unit, which decide in the end.
+resubmits what is missing). Resumption rests on winnow's per-unit markers ``completions/<stage>/<unit>`` alone
+(datatrove runs exactly the units they call incomplete): a marker holds the fingerprint of the config values its
+stage uses and of its inputs (``manifest.json``), and is trusted only while the unit's output files read.
+
+A run holds the run directory's lock throughout (one writer per run directory); before any stage it writes the
+manifest and removes the outputs of shards not in it (``_prepare``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
+import multiprocess
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
+from datatrove.utils.stats import PipelineStats
 from loguru import logger
 from tqdm.auto import tqdm
+
+import winnow
 from winnow.core import logging as logs
-from winnow.core.errors import ConfigError, CurationError, RejectsFoundError, ShardError
-from winnow.core.io import Shard, list_shards
+from winnow.core.errors import ConfigError, CurationError, Interrupted, RejectsFoundError, ShardError
+from winnow.core.io import Shard, fingerprint_shards, list_shards
 from winnow.core.logging import setup_logging  # noqa: F401 (re-exported for callers of the runner)
+from winnow.core.manifest import Manifest
 from winnow.core.rundir import RunDir
 from winnow.core.stats import ShardStats
 from winnow.pipeline.config import WinnowConfig
-from winnow.pipeline.stages import STAGES, Stage
+from winnow.pipeline.stages import STAGES, ShardStage, Stage
 
-import winnow
+#: the worker number of a pool process (set by ``_init_worker``): its datatrove ``local_rank``
+_WORKER_INDEX = {"local_rank": 0}
+
+
+def _init_worker(counter: Any) -> None:
+    """A pool worker's start: SIGINT is the main process's business (a Ctrl-C reaches the whole process group, and
+    the main process stops the pool), SIGTERM ends the worker at once (``Pool.terminate``); a distinct worker number.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with counter.get_lock():
+        _WORKER_INDEX["local_rank"] = counter.value
+        counter.value += 1
 
 
 class WinnowLocalExecutor(LocalPipelineExecutor):
-    """datatrove's local executor, with task logs kept in files and the console left to winnow's log level."""
+    """datatrove's local executor, with task logs kept in files and the console left to winnow's log level.
+
+    ``run`` is winnow's own: one worker runs the tasks in this process, more run them in a process pool whose
+    workers ignore SIGINT; no ``multiprocess.Manager`` server process is started. An exception in the main process
+    (``Interrupted`` by SIGINT/SIGTERM, a ``KeyboardInterrupt``) terminates the pool's workers and joins them before
+    it propagates, so no process of the run outlives it.
+    """
 
     def __init__(self, *args: Any, log_level: str = "WARNING", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.log_level = log_level
+
+    def run(self) -> PipelineStats:
+        self._launched = True
+        self.save_executor_as_json()
+        ranks = self.get_incomplete_ranks(range(self.local_rank_offset, self.local_rank_offset + self.local_tasks))
+        if self.workers == 1:
+            stats = self._run_in_process(ranks)
+        else:
+            ctx = multiprocess.get_context(self.start_method)
+            counter = ctx.Value("i", 0)
+            with ctx.Pool(self.workers, initializer=_init_worker, initargs=(counter,)) as pool:
+                stats = list(pool.imap_unordered(self._run_in_worker, ranks))
+        total = sum(stats, start=PipelineStats())
+        with self.logging_dir.open("stats.json", "wt") as f:
+            total.save_to_disk(f)
+        return total
+
+    def _run_in_process(self, ranks: list[int]) -> list[PipelineStats]:
+        pipeline, stats = self.pipeline, []
+        try:
+            for rank in ranks:
+                self.pipeline = deepcopy(pipeline)  # as datatrove does: each task starts from the steps as built
+                stats.append(self._run_for_rank(rank))
+        finally:
+            self.pipeline = pipeline
+        return stats
+
+    def _run_in_worker(self, rank: int) -> PipelineStats:
+        return self._run_for_rank(rank, _WORKER_INDEX["local_rank"])
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):  # type: ignore[override]
         logs._LOG_LEVEL["level"] = self.log_level
@@ -268,8 +327,17 @@ def run_pipeline(
 ) -> RunResult:
     """Run ``stages`` (names from ``STAGES``, in order) over the inputs of ``cfg`` into ``cfg.io.output``.
 
+    The run directory's lock (``<run>/.lock``, :mod:`winnow.core.lock`) is held from start to end: a second run on
+    the same directory fails at once. Before any stage, ``manifest.json`` records the input shards with their
+    fingerprints (completion markers hold them: a grown or replaced shard is redone, and every global step after
+    it) and the outputs of shards no longer in it are removed. A unit whose marker is current but whose output file
+    is missing or unreadable is redone. On ``Interrupted`` (SIGINT/SIGTERM, see ``winnow.core.cli_util``) or
+    ``KeyboardInterrupt`` the local executor's processes are ended, temporary files removed and the lock released
+    before the exception propagates.
+
     Raises:
         ConfigError: bad inputs or a run directory made by another config.
+        RunDirLocked: another run holds the run directory.
         ShardError: some shards failed (after every other shard of the stage finished); they are listed.
         RejectsFoundError: ``fail_on_reject`` and some input was rejected.
     """
@@ -277,21 +345,18 @@ def run_pipeline(
     t0 = time.perf_counter()
     shards = list_shards(cfg.io.input, cfg.io.storage_options)
     run = RunDir(cfg.io.output, cfg.io.storage_options)
-    _prepare(cfg, run)
-    cfg = task_config(cfg)
-    ctx = _RunContext(cfg, run, shards, overwrite, sys.stderr.isatty() if progress is None else progress)
-    started_ray = cfg.executor.kind == "ray" and ray_init(cfg)
-    try:
-        for name in stages:
-            _run_stage(ctx, name)
-    finally:
-        if started_ray:
-            import ray  # only with executor.kind=ray (an optional extra)
-
-            ray.shutdown()
-    result = ctx.result
-    result.seconds = time.perf_counter() - t0
-    write_stats_json(run, result)
+    with run.lock():
+        try:
+            shards = _prepare(cfg, run, shards)
+            cfg = task_config(cfg)
+            ctx = _RunContext(cfg, run, shards, overwrite, sys.stderr.isatty() if progress is None else progress)
+            _run_stages(ctx, stages)
+        except (Interrupted, KeyboardInterrupt):
+            _clean_up_interrupted(cfg, run)
+            raise
+        result = ctx.result
+        result.seconds = time.perf_counter() - t0
+        write_stats_json(run, result, others=_other_stages_stats(ctx))
     if result.jobs:
         _record_slurm_jobs(run, result.jobs)
         return result
@@ -331,14 +396,67 @@ def _check_request(cfg: WinnowConfig, stages: list[str]) -> None:
         raise ConfigError(f"unknown stage(s) {unknown}; allowed: {', '.join(STAGES)}")
 
 
-def _prepare(cfg: WinnowConfig, run: RunDir) -> None:
-    """Refuse a queued Slurm chain, write the resolved config, remove temporary files of killed attempts."""
+def _run_stages(ctx: _RunContext, stages: list[str]) -> None:
+    started_ray = ctx.cfg.executor.kind == "ray" and ray_init(ctx.cfg)
+    try:
+        for name in stages:
+            _run_stage(ctx, name)
+    finally:
+        if started_ray:
+            import ray  # only with executor.kind=ray (an optional extra)
+
+            ray.shutdown()
+
+
+def _prepare(cfg: WinnowConfig, run: RunDir, shards: list[Shard]) -> list[Shard]:
+    """Refuse a queued Slurm chain, write the resolved config and the manifest, remove the outputs of shards not in
+    it and the temporary files of killed attempts; return the shards with their fingerprints (under the lock)."""
     if cfg.executor.kind == "slurm":
         _check_slurm_chain(run)
     prepare_run_dir(cfg, run)
+    shards = fingerprint_shards(shards, cfg.io.storage_options)
+    run.write_manifest(Manifest.from_shards(shards, config_hash=cfg.fingerprint(), winnow_version=winnow.__version__))
+    removed = run.remove_outside({s.stem for s in shards}, shard_output_folders())
+    if removed:
+        more = f" and {len(removed) - 5} more" if len(removed) > 5 else ""
+        logger.warning(
+            f"removed {len(removed)} output file(s) of shards no longer among the inputs (manifest.json): "
+            f"{', '.join(removed[:5])}{more}"
+        )
     stale = run.remove_stale_temps()  # left by a killed earlier attempt; nothing of this run is running now
     if stale:
         logger.info(f"removed {len(stale)} temporary file(s) left by an interrupted run, e.g. {stale[0]}")
+    return shards
+
+
+def shard_output_folders() -> dict[str, tuple[str, ...]]:
+    """Where the run directory keeps one file per input shard: folder (``*``: any sub-folder) → file suffixes.
+
+    From every registered stage's ``writes`` (``embeddings/<stem>.parquet``, ``buckets/<bucket>/<stem>.parquet``
+    ...), plus the per-unit stats, completion markers and failure records of the per-shard stages.
+    """
+    folders: dict[str, set[str]] = {}
+    for name in STAGES:
+        cls = STAGES[name].obj
+        for pattern in cls.writes:
+            folder, _, file = pattern.rpartition("/")
+            if folder and file.startswith("<stem>"):
+                folders.setdefault(re.sub(r"<[^>/]+>", "*", folder), set()).add(file[len("<stem>") :])
+        if issubclass(cls, ShardStage):
+            for folder, suffix in (("stats", ".json"), ("completions", ""), ("failures", ".json")):
+                folders.setdefault(f"{folder}/{name}", set()).add(suffix)
+    # longest suffix first: quality/x.llm-cache.jsonl is x's, not x.llm-cache's
+    return {k: tuple(sorted(v, key=len, reverse=True)) for k, v in folders.items()}
+
+
+def _clean_up_interrupted(cfg: WinnowConfig, run: RunDir) -> None:
+    """After SIGINT/SIGTERM: the local executor's workers have ended (the pool was terminated and joined), so the
+    temporary files they left can go; Ray and Slurm tasks may still run elsewhere and keep theirs."""
+    if cfg.executor.kind == "local" and run.holds_lock:
+        try:
+            run.remove_stale_temps()
+        except OSError as e:  # the interruption is what the caller must see; the next run removes them
+            logger.warning(f"temporary files of the interrupted run not removed ({e}); the next run removes them")
 
 
 def _run_stage(ctx: _RunContext, name: str) -> None:
@@ -356,7 +474,7 @@ def _run_stage(ctx: _RunContext, name: str) -> None:
     fp = stage.fingerprint
     if ctx.overwrite:
         run.clear_completions(name)
-    stage.todo = [u for u in units if not run.is_complete(name, u, stage.marker(u, fp))]
+    stage.todo = _incomplete_units(run, stage, units, fp)
     if stage.todo:
         executor = build_executor(stage, cfg, run, len(stage.todo), depends_job_id=ctx.last_job)
         if cfg.executor.kind == "slurm":
@@ -366,6 +484,24 @@ def _run_stage(ctx: _RunContext, name: str) -> None:
     if ctx.result.jobs:  # this stage (or one before it) is queued on Slurm: nothing to collect yet
         return
     _collect(ctx, name, stage, units, fp)
+
+
+def _incomplete_units(run: RunDir, stage: Stage, units: list[str], fp: str) -> list[str]:
+    """The units to run: those without a current marker, and those whose marker is current but one of whose output
+    files is missing or unreadable (their marker is removed, with a warning naming the file)."""
+    complete = [u for u in units if run.is_complete(stage.name, u, stage.marker(u, fp))]
+    checks = [(u, rel) for u in complete for rel in stage.outputs(u)]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # a footer read each: threads for remote run directories
+        problems = list(pool.map(lambda c: run.check_file(c[1]), checks))
+    broken: dict[str, str] = {}
+    for (unit, rel), problem in zip(checks, problems, strict=True):
+        if problem and unit not in broken:
+            broken[unit] = f"{run.url_of(rel)} is {problem}"
+    for unit, why in broken.items():
+        logger.warning(f"{stage.name}: {unit} was complete, but {why}: redoing it")
+        run.remove(f"completions/{stage.name}/{unit}")
+    done = set(complete) - set(broken)
+    return [u for u in units if u not in done]
 
 
 def _submit(ctx: _RunContext, name: str, executor: Any, todo: list[str]) -> None:
@@ -433,18 +569,38 @@ def _record_slurm_jobs(run: RunDir, jobs: dict[str, list[str]]) -> None:
         )
 
 
-def write_stats_json(run: RunDir, result: RunResult) -> None:
-    """``stats.json``: per stage ``input = kept + dropped + rejected``, from the per-shard stats files."""
-    data = {
-        "winnow_version": winnow.__version__,
-        "shards": len(result.shards),
-        "stages": {name: json.loads(s.to_json()) for name, s in result.stages.items()},
-    }
-    existing = {}
-    if run.exists("stats.json"):
-        try:
-            existing = json.loads(run.read_text("stats.json")).get("stages", {})
-        except json.JSONDecodeError:
-            existing = {}
-    data["stages"] = {**existing, **data["stages"]}
+def _other_stages_stats(ctx: _RunContext) -> dict[str, ShardStats]:
+    """The stats of the registered stages this invocation did not run, summed from their per-unit files, for those
+    complete under the current config and inputs (the others no longer describe the run's outputs)."""
+    out = {}
+    for name in STAGES:
+        if name in ctx.result.stages:
+            continue
+        stage = STAGES[name](ctx.cfg, ctx.run.url, ctx.shards)
+        units, fp = stage.units(), stage.fingerprint
+        if units and all(ctx.run.is_complete(name, u, stage.marker(u, fp)) for u in units):
+            out[name] = ctx.run.read_stats(name, units)
+    return out
+
+
+def write_stats_json(run: RunDir, result: RunResult, others: dict[str, ShardStats] | None = None) -> None:
+    """``stats.json``: per stage ``input = kept + dropped + rejected``, from the per-shard stats files.
+
+    Args:
+        others: the stats of the stages this invocation did not run (they replace what ``stats.json`` said of
+            them); ``None`` keeps the entries already there.
+    """
+    stages = {name: json.loads(s.to_json()) for name, s in result.stages.items()}
+    if others is not None:
+        stages.update({name: json.loads(s.to_json()) for name, s in others.items()})
+        stages = {name: stages[name] for name in STAGES if name in stages}
+    else:
+        existing = {}
+        if run.exists("stats.json"):
+            try:
+                existing = json.loads(run.read_text("stats.json")).get("stages", {})
+            except json.JSONDecodeError:
+                existing = {}
+        stages = {**existing, **stages}
+    data = {"winnow_version": winnow.__version__, "shards": len(result.shards), "stages": stages}
     run.write_text("stats.json", json.dumps(data, indent=2))

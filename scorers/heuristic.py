@@ -80,7 +80,7 @@ import numpy as np
 import pyarrow as pa
 
 from winnow.embedding.embed import Embedder
-from winnow.embedding.section import EmbedSection
+from winnow.embedding.section import EmbedSection, score_domain
 from winnow.scorers.base import CRITERIA, QUALITY_SCHEMA, Rater
 from winnow.scorers.domains import DomainClassifier
 from winnow.scorers.registry import RATERS
@@ -922,7 +922,7 @@ class HeuristicRater(Rater):
     def from_config(cls, score: Any, embed: EmbedSection, embedder: Embedder | None = None) -> HeuristicRater:
         """The rater of ``score.backend: heuristic``: ``score.domain`` with the run's embedding model (reusing
         ``embedder`` when given)."""
-        return cls(embed=embed, embedder=embedder, domain=score.domain)
+        return cls(embed=embed, embedder=embedder, domain=score_domain(score.domain, embed))
 
     @classmethod
     def uses_embeddings(cls, score: Any) -> bool:

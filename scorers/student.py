@@ -847,7 +847,7 @@ class StudentRater(Rater):
             raise ConfigError(
                 "score.backend=student needs a score.student section (model_dir: DIR from train-student)"
             )
-        return cls(score.student, embed_model=model_label(embed.model))
+        return cls(score.student, embed_model=model_label(embed))
 
     @classmethod
     def uses_embeddings(cls, score: Any) -> bool:

@@ -9,6 +9,7 @@ rejects with ``--fail-on-reject``, 2 usage or configuration error.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from typing import Annotated, Any
 
@@ -19,8 +20,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 import winnow
-from winnow.core.cli_util import exit_on_error
+from winnow.core.cli_util import exit_on_error, exit_on_signal
 from winnow.core.io import list_shards
+from winnow.core.rundir import RunDir
 from winnow.pipeline.config import WinnowConfig, load_config
 
 #: sub-commands imported only when they run (``winnow --help`` must not import the report, the laws' scipy fits or
@@ -163,7 +165,21 @@ def _summary(result) -> None:
         tail = f"{n_jobs} Slurm job(s) submitted; outputs in {result.run_dir} once they finish"
     else:
         tail = f"{result.seconds:,.1f}s wall; outputs in {result.run_dir}"
+        _prune_line(result)
     err.print(f"{len(result.shards)} shard(s), {tail}")
+
+
+def _prune_line(result) -> None:
+    """Which decision ran: the strategy, its target and (quality strategies) the selection."""
+    if "prune" not in result.stages:
+        return
+    try:
+        summary = json.loads(RunDir(result.run_dir).read_text("prune.json"))
+    except (OSError, ValueError):
+        return
+    target = "" if summary.get("target") is None else f", target {summary['target']:,} documents"
+    selection = f", {summary['selection']} selection" if summary.get("selection") else ""
+    err.print(f"prune: {summary.get('strategy')}{target}{selection}")
 
 
 def _stats_table(result) -> None:
@@ -195,16 +211,18 @@ def _jobs_table(result) -> None:
 
 
 def _execute(
-    stages: list[str],
+    stages: list[str] | None,
     config, inputs, output, sets, workers, limit, seed,
     overwrite, fail_on_reject, dry_run, no_progress, verbose, quiet,
 ) -> None:  # fmt: skip
     # lazy for start-up time, not a cycle: the runner imports datatrove and every stage (torch, faiss), which
     # `winnow --help` and `winnow config` do not need (tests/test_architecture.py allows exactly this one)
-    from winnow.pipeline.runner import run_pipeline, setup_logging
+    from winnow.pipeline.runner import STAGES, run_pipeline, setup_logging
 
+    stages = list(STAGES) if stages is None else stages  # None: every registered stage, in order
     setup_logging(-1 if quiet else verbose)
-    with exit_on_error(err, config_label="config error"):
+    # SIGINT/SIGTERM: the run stops its workers, removes its temporary files, releases the lock; exit 130/143
+    with exit_on_signal(err), exit_on_error(err, config_label="config error"):
         cfg = _config(config, inputs, output, sets, workers, limit, seed)
         if dry_run:
             shards = list_shards(cfg.io.input, cfg.io.storage_options)
@@ -221,7 +239,7 @@ def _execute(
         _summary(result)
 
 
-def _stage_command(stages: list[str], help_text: str):
+def _stage_command(stages: list[str] | None, help_text: str):
     def command(
         config: ConfigOpt = None,
         input: InputOpt = None,
@@ -248,18 +266,18 @@ def _stage_command(stages: list[str], help_text: str):
 
 app.command("run")(
     _stage_command(
-        ["embed", "fit", "assign", "dedup", "score", "prune", "write"],
-        "Run every stage: embed, cluster (fit + assign), dedup, score, prune, write curated shards; print a "
-        "summary.\n\n"
+        None,
+        "Run every registered stage (`winnow stages` lists them): read, embed, cluster (fit + assign), dedup, "
+        "score, prune, write curated shards; print a summary.\n\n"
         "Stages whose config did not change are skipped, so changing only prune.* redoes only prune and write.\n\n"
         "Example: winnow run -c configs/quickstart.yaml --set prune.strategy=dbp --set prune.keep_fraction=0.5",
     )
 )
 app.command("embed")(
     _stage_command(
-        ["embed"],
-        "Embed every valid document into <output>/embeddings/<shard>.parquet (id, embedding), L2-normalised. "
-        "Bad rows go to <output>/rejects/.",
+        ["read", "embed"],
+        "Parse and validate every shard once (docs/, rejects/), then embed every valid document into "
+        "<output>/embeddings/<shard>.parquet (id, embedding), L2-normalised. Bad rows go to <output>/rejects/.",
     )
 )
 app.command("cluster")(
@@ -311,8 +329,6 @@ def show_config(
     with exit_on_error(err, config_label="config error"):
         cfg = load_config(config, set)
     if schema:
-        import json
-
         typer.echo(json.dumps(WinnowConfig.model_json_schema(), indent=2))
     else:
         typer.echo(cfg.to_yaml(), nl=False)

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
 from winnow.core.errors import ConfigError
 from winnow.mixers.fit import GOYAL_COLUMNS, MUENNIGHOFF_COLUMNS, FitResult, fit_goyal, fit_muennighoff, read_runs
 from winnow.mixers.laws import best_top_m, effective_data, effective_params, muennighoff_loss, unique_params

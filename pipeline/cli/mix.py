@@ -1,11 +1,12 @@
 """``winnow mix``: plan which pools of a run to train on, how often, and in which phases (DESIGN §3.7–3.10).
 
-Mounted on the main app as ``app.command("mix")(mix_command)``. It reads ``<run>/curated/*.parquet``, chooses the
-union of quality buckets the Goyal et al. (2024) law predicts best for the budget (within ``mix.max_repeats``),
-splits the budget over pools and phases, and writes ``<run>/mixture_plan.json`` (layout in
-:mod:`winnow.mixers.planner`). The plan goes to the file; a summary (or ``--json``: the plan) to stdout; warnings and
-errors to stderr. Exit codes: 0 success, 1 an unreadable shard, 2 a usage error (bad option or config value, a
-missing run directory, no curated shards, no kept rows, no budget, a budget the repeat cap forbids).
+Mounted on the main app as ``app.command("mix")(mix_command)``. It reads the curated shards of the run's
+``manifest.json`` (with the run's own resolved config unless ``-c`` is given), chooses the union of quality
+buckets the Goyal et al. (2024) law predicts best for the budget (within ``mix.max_repeats``), splits the budget
+over pools and phases, and writes ``<run>/mixture_plan.json`` (layout in :mod:`winnow.mixers.planner`). The plan
+goes to the file; a summary (or ``--json``: the plan) to stdout; warnings and errors to stderr. Exit codes: 0
+success, 1 an unreadable shard, 2 a usage error (bad option or config value, a missing run directory, no curated
+shards, no kept rows, no budget, a budget the repeat cap forbids).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from rich.table import Table
 
 from winnow.core.cli_util import exit_on_error
 from winnow.core.errors import ConfigError
+from winnow.core.rundir import RunDir
 from winnow.mixers.config import MixSection
 from winnow.mixers.plan import MixturePlan, UpsamplePhase
 from winnow.mixers.planner import build_mixture_plan, write_plan
-from winnow.pipeline.config import WinnowConfig, load_config
+from winnow.pipeline.config import RESOLVED_CONFIG, WinnowConfig, load_config, load_run_config
 
 __all__ = ["load_mix_config", "mix_command"]
 
@@ -64,8 +66,11 @@ def load_mix_config(
     budget_tokens: float | None = None,
     flops: float | None = None,
     model_params: float | None = None,
+    run: str | None = None,
 ) -> tuple[WinnowConfig, MixSection]:
     """Load the config with ``--set`` overrides and the budget flags applied last; return it and its ``mix``.
+
+    Without ``config``, the run's own ``config.resolved.yaml`` is the base when ``run`` has one.
 
     ``--budget-tokens`` replaces a configured ``mix.flops`` and ``--flops`` a configured ``mix.budget_tokens``.
 
@@ -81,7 +86,10 @@ def load_mix_config(
         overrides += [f"mix.flops={_value(flops)}", "mix.budget_tokens=null"]
     if model_params is not None:
         overrides.append(f"mix.model_params={_value(model_params)}")
-    cfg = load_config(config, overrides)
+    if config is None and run is not None and RunDir(run).exists(RESOLVED_CONFIG):
+        cfg = load_run_config(RunDir(run), overrides)  # the run's own config (its io fields, seed and mix section)
+    else:
+        cfg = load_config(config, overrides)
     return cfg, cfg.mix
 
 
@@ -118,7 +126,9 @@ def mix_command(
     out = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
     with exit_on_error(err):
-        cfg, mix = load_mix_config(config, set_, budget_tokens=budget_tokens, flops=flops, model_params=model_params)
+        cfg, mix = load_mix_config(
+            config, set_, budget_tokens=budget_tokens, flops=flops, model_params=model_params, run=run
+        )
         run_dir = run or cfg.io.output
         if not run_dir:
             raise ConfigError("--run: give the run directory (or set io.output in the config)")

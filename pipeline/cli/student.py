@@ -192,6 +192,18 @@ def _run_fields(run: RunDir) -> tuple[str, str]:
     return id_field, text_field
 
 
+def _run_files(run: RunDir) -> tuple[list[str], list[str]]:
+    """The embeddings and curated files of the run's shards: those of its manifest (a shard removed from the inputs
+    is never read), or, for a run made before manifests, the folders' listings."""
+    manifest = run.manifest()
+    if manifest is None:
+        emb = [f for f in run.listdir("embeddings") if f.endswith(".parquet")]
+        cur = [f for f in run.listdir("curated") if f.endswith(".parquet")]
+        return emb, cur
+    names = sorted(f"{stem}.parquet" for stem in manifest.stems)
+    return [n for n in names if run.exists("embeddings", n)], [n for n in names if run.exists("curated", n)]
+
+
 def load_run_documents(
     run: RunDir, ids: list[str], id_field: str, text_field: str
 ) -> tuple[np.ndarray, list[str | None], np.ndarray, str | None]:
@@ -207,10 +219,9 @@ def load_run_documents(
     """
     wanted = pa.array(ids, pa.string())
     pos = {k: i for i, k in enumerate(ids)}
-    emb_files = [f for f in run.listdir("embeddings") if f.endswith(".parquet")]
+    emb_files, cur_files = _run_files(run)
     if not emb_files:
         raise ConfigError(f"--run: {run.url} has no embeddings/*.parquet (run `winnow run` or `winnow embed`)")
-    cur_files = [f for f in run.listdir("curated") if f.endswith(".parquet")]
     if not cur_files:
         raise ConfigError(
             f"--run: {run.url} has no curated/*.parquet to take the texts from (run `winnow run` or `winnow write`)"

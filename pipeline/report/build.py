@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+
 from winnow.core.errors import CurationError
 from winnow.core.rundir import RunDir
 from winnow.pipeline.report.curves import DEFAULT_FRACTIONS, pruning_curves

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+
 from winnow.core.cli_util import exit_on_error
 from winnow.core.errors import ConfigError
 from winnow.core.logging import setup_logging

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+
 from winnow.clustering.semdedup import is_duplicate
 from winnow.core.errors import ConfigError
 from winnow.pipeline.report.decisions import Point, decide_point, prune_logs_off, supported_strategies

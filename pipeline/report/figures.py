@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from winnow.pipeline.report.decisions import CURVE_STRATEGIES
 
 __all__ = [

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from winnow.core.errors import ConfigError
 from winnow.mixers.fit import fit_goyal
 from winnow.mixers.laws import goyal_error

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from loguru import logger
+
 from winnow.pipeline.report.curves import nan_to_null
 from winnow.pipeline.report.decisions import Point
 from winnow.pipeline.report.proxy_lm import encode, eval_windows, heldout_mask, train_proxy

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from winnow.core.rundir import RunDir
-from winnow.pipeline.report.scores import RunScores
 
 import winnow
+from winnow.core.rundir import RunDir
+from winnow.pipeline.report.scores import RunScores
 
 __all__ = ["Block", "curves_markdown", "fmt", "report_blocks", "to_html", "to_markdown"]
 

@@ -11,13 +11,16 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
-from pydantic import ValidationError
+from loguru import logger
+
 from winnow.core.errors import ConfigError, CurationError
 from winnow.core.io import Shard, ShardReader, list_shards
 from winnow.core.layout import bucket_name, read_parquet
 from winnow.core.rundir import RunDir
-from winnow.pipeline.config import WinnowConfig, apply_override, format_validation_error, parse_override
+from winnow.pipeline.config import (
+    WinnowConfig,
+    load_run_config,
+)
 from winnow.pipeline.report.decisions import read_stored_scores
 
 __all__ = ["RunScores", "load_run", "run_config"]
@@ -53,30 +56,33 @@ class RunScores:
 
 def run_config(rd: RunDir, sets: Sequence[str] | None, inputs: Sequence[str] | None) -> WinnowConfig:
     """The run's ``config.resolved.yaml`` with ``--set`` overrides and ``--input`` applied, validated."""
-    if not rd.exists("config.resolved.yaml"):
-        msg = f"{rd.url}: not a winnow run directory (no config.resolved.yaml); run `winnow run` first"
-        raise ConfigError(msg)
-    data = yaml.safe_load(rd.read_text("config.resolved.yaml")) or {}
-    data.pop("winnow_version", None)
-    data.pop("config_hash", None)
-    io_section = data.setdefault("io", {})
-    io_section["storage_options"] = {k: v for k, v in (io_section.get("storage_options") or {}).items()
-                                     if v != "<redacted>"}  # fmt: skip
-    source = f"{rd.url}/config.resolved.yaml"
-    for item in sets or []:
-        parts, value = parse_override(item)
-        apply_override(data, parts, value)
-        source += f" + --set {item}"
+    cfg = load_run_config(rd, list(sets or []))
     if inputs:
-        io_section["input"] = list(inputs)
-    try:
-        return WinnowConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
+        cfg = cfg.model_copy(update={"io": cfg.io.model_copy(update={"input": list(inputs)})})
+    return cfg
 
 
-def _shards(cfg: WinnowConfig, rd: RunDir, notes: list[str]) -> list[Shard]:
-    """The run's shards: its inputs when they still resolve, else the shards found under ``embeddings/``."""
+def _shards(cfg: WinnowConfig, rd: RunDir, notes: list[str], inputs: Sequence[str] | None = None) -> list[Shard]:
+    """The run's shards: those of its manifest (``manifest.json``, the inputs of its latest invocation), each read
+    from ``--input`` instead where a shard of that name is found there. A run made before manifests falls back to
+    its inputs when they still resolve (they may have changed since), else to the shards under ``embeddings/``."""
+    manifest = rd.manifest()
+    if manifest is not None:
+        shards = manifest.to_shards()
+        if inputs:  # the inputs moved: read them where they are now (as they are: no fingerprint)
+            moved = {s.stem: s for s in list_shards(list(inputs), cfg.io.storage_options)}
+            shards = [moved.get(s.stem, s) for s in shards]
+        return shards
+    msg = (
+        f"{rd.url} has no manifest.json (a run made before winnow recorded its inputs): its shards are taken from "
+        "its inputs as they are now, which may differ from what the run processed; rerun `winnow run` to record them"
+    )
+    logger.warning(msg)
+    notes.append(msg)
+    return _shards_without_manifest(cfg, rd, notes)
+
+
+def _shards_without_manifest(cfg: WinnowConfig, rd: RunDir, notes: list[str]) -> list[Shard]:
     try:
         return list_shards(cfg.io.input, cfg.io.storage_options)
     except (ConfigError, OSError, ValueError) as e:
@@ -98,8 +104,11 @@ def _read_columns(rd: RunDir, cfg: WinnowConfig, shards: list[Shard], columns: l
     for shard in shards:
         rel = f"curated/{shard.stem}.parquet"
         if rd.exists(rel):
-            with rd.fs.open(rd._p(rel), "rb") as f:
-                names = pq.read_schema(f).names
+            try:
+                with rd.fs.open(rd._p(rel), "rb") as f:
+                    names = pq.read_schema(f).names
+            except (pa.ArrowInvalid, OSError) as e:
+                raise CurationError(f"{rd.url_of(rel)}: unreadable ({e}); rerun `winnow run` to rewrite it") from e
             want = [id_f, *[c for c in columns if c in names and c != id_f]]
             t = read_parquet(rd, rel, columns=want)
         else:
@@ -208,7 +217,7 @@ def load_run(
     rd = RunDir(run_dir, storage_options)
     cfg = run_config(rd, sets, inputs)
     notes: list[str] = []
-    shards = _shards(cfg, rd, notes)
+    shards = _shards(cfg, rd, notes, inputs)
     clusters, dedup, quality = _stored_outputs(rd, cfg, [s.stem for s in shards])
     frame = read_stored_scores(rd, cfg, shards, clusters, dedup, quality)
     centroids = np.load(io.BytesIO(rd.read_bytes("centroids.npy"))) if clusters else None

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from winnow.clustering.semdedup import is_duplicate
 from winnow.pipeline.report.decisions import Point
 from winnow.pipeline.report.scores import RunScores

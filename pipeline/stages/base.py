@@ -24,9 +24,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 from tqdm.auto import tqdm
+
+import winnow
 from winnow.core.errors import CurationError
 from winnow.core.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader
 from winnow.core.registry import Registry
@@ -35,7 +38,9 @@ from winnow.core.stats import ShardStats
 from winnow.embedding.embed import model_label
 from winnow.pipeline.config import WinnowConfig
 
-import winnow
+#: the ``read`` stage's columnar copy of every shard's valid rows, and the column holding each row's record index
+DOCS = "docs"
+ROW_COLUMN = "__winnow_row"
 
 #: every registered stage, in the order ``winnow run`` executes them
 STAGES: Registry[type[Stage]] = Registry("stage", "stages", ordered=True)
@@ -55,7 +60,7 @@ def provenance(cfg: WinnowConfig, stage: str) -> dict[str, str]:
     return {
         "winnow.version": winnow.__version__,
         "winnow.config_hash": cfg.fingerprint(),
-        "winnow.model": model_label(cfg.embed.model),
+        "winnow.model": model_label(cfg.embed),
         "winnow.stage": stage,
     }
 
@@ -71,6 +76,8 @@ class RejectSink:
         self.url = run.url_of("rejects", f"{shard.stem}.parquet")
         self.run, self.shard, self.metadata = run, shard, metadata
         self.writer: AtomicParquetWriter | None = None
+        #: set when the stage reads the ``read`` stage's copy: that stage's rejects file stays as it is
+        self.keep_existing = False
 
     def add(self, rejects: list[dict[str, Any]]) -> None:
         if not rejects:
@@ -87,7 +94,7 @@ class RejectSink:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.writer is not None:
             self.writer.__exit__(exc_type, exc, tb)
-        elif exc_type is None:
+        elif exc_type is None and not self.keep_existing:
             self.run.remove(f"rejects/{self.shard.stem}.parquet")
 
 
@@ -112,8 +119,12 @@ class Stage(PipelineStep):
     #: stages whose outputs this one always reads (documentation and ``winnow stages``; optional reads are
     #: checked where they happen)
     needs: ClassVar[tuple[str, ...]] = ()
-    #: what it writes in the run directory
+    #: what it writes in the run directory (``<stem>``: one file per input shard; the runner removes those of shards
+    #: no longer in the manifest)
     writes: ClassVar[tuple[str, ...]] = ()
+    #: the entries of ``writes`` a complete unit may lack (rejects of a clean shard, buckets without rows, caches):
+    #: the others are checked before a unit is skipped (``outputs``)
+    optional_writes: ClassVar[tuple[str, ...]] = ("rejects/<stem>.parquet",)
     #: config sections / fields whose values change this stage's outputs (and those of the stages before it)
     config_keys: ClassVar[list[str]] = ["io", "embed"]
     #: whether the outputs depend on the whole list of input shards (global steps and everything after them)
@@ -142,7 +153,9 @@ class Stage(PipelineStep):
 
     @classmethod
     def fingerprint_for(cls, cfg: WinnowConfig, shards: list[Shard]) -> str:
-        extra = [s.url for s in shards] if cls.uses_shard_list else None
+        """The fingerprint of the config values the stage uses; with ``uses_shard_list``, also of every input
+        shard's URL and content fingerprint (a grown, replaced, added or removed shard redoes the global steps)."""
+        extra = [[s.url, s.fingerprint] for s in shards] if cls.uses_shard_list else None
         return cfg.fingerprint(cls.config_keys, extra=extra)
 
     @property
@@ -155,6 +168,20 @@ class Stage(PipelineStep):
     def marker(self, unit: str, fingerprint: str | None = None) -> str:
         """What a unit's completion marker holds: the stage's config fingerprint."""
         return fingerprint or self.fingerprint
+
+    def outputs(self, unit: str) -> list[str]:
+        """The files a complete ``unit`` has (relative to the run directory): ``writes`` but ``optional_writes``,
+        ``<stem>`` standing for every input shard. The runner redoes a complete unit when one is missing or
+        unreadable."""
+        out: list[str] = []
+        for pattern in self.writes:
+            if pattern in self.optional_writes:
+                continue
+            if "<stem>" in pattern:
+                out += [pattern.replace("<stem>", s.stem) for s in self.shards]
+            elif "<" not in pattern:
+                out.append(pattern)
+        return out
 
     def setup(self) -> None:
         """Load models / indexes. Called once per task before the first unit that needs work."""
@@ -266,9 +293,16 @@ class ShardStage(Stage):
         return [s.stem for s in self.shards]
 
     def marker(self, unit: str, fingerprint: str | None = None) -> str:
-        """The config fingerprint plus a hash of the shard's URL: another file under the same name is redone."""
-        url = next(s.url for s in self.shards if s.stem == unit)
-        return f"{fingerprint or self.fingerprint}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+        """The config fingerprint plus a hash of the shard's URL and content fingerprint: another file under the same
+        name, or the same file grown or replaced, is redone."""
+        shard = next(s for s in self.shards if s.stem == unit)
+        digest = hashlib.sha256(f"{shard.url}\n{shard.fingerprint}".encode()).hexdigest()[:12]
+        return f"{fingerprint or self.fingerprint}-{digest}"
+
+    def outputs(self, unit: str) -> list[str]:
+        """The per-shard files of ``writes`` (but ``optional_writes``) for the shard ``unit``."""
+        return [p.replace("<stem>", unit) for p in self.writes if "<stem>" in p and p not in self.optional_writes
+                and "<" not in p.replace("<stem>", "")]  # fmt: skip
 
     def process_unit(self, unit: str, stats: ShardStats) -> None:
         shard = next(s for s in self.shards if s.stem == unit)
@@ -279,7 +313,15 @@ class ShardStage(Stage):
         """This stage's work on one shard (rejects are counted by ``read``; count kept/dropped here)."""
 
     def read(self, shard: Shard, stats: ShardStats, rejects: RejectSink) -> Iterator[ReadBatch]:
-        """Validated batches of ``shard``; rejects go to ``rejects`` and are counted in ``stats``."""
+        """Validated batches of ``shard``; rejects go to ``rejects`` and are counted in ``stats``.
+
+        When the ``read`` stage has parsed the shard under the current config, this reads its columnar copy
+        (``docs/<stem>.parquet``, one row group per read batch, so batches are the same) instead of parsing the
+        raw file again, and takes the rejects' counts from its stats (the rejects file it wrote stays as it is).
+        """
+        if self.name != "read" and self._parsed(shard):
+            yield from self._read_parsed(shard, stats, rejects)
+            return
         bar = tqdm(desc=f"{self.name} {shard.stem}", unit="doc", disable=not self.progress, leave=False)
         try:
             for batch in ShardReader(shard, self.cfg.io):
@@ -290,3 +332,30 @@ class ShardStage(Stage):
                 yield batch
         finally:
             bar.close()
+
+    def _parsed(self, shard: Shard) -> bool:
+        """Whether ``read`` completed for ``shard`` under the current config (its copy is then the input)."""
+        if "read" not in STAGES:
+            return False
+        probe = STAGES["read"](self.cfg, self.run_dir.url, self.shards)
+        return self.run_dir.is_complete("read", shard.stem, probe.marker(shard.stem, probe.fingerprint))
+
+    def _read_parsed(self, shard: Shard, stats: ShardStats, rejects: RejectSink) -> Iterator[ReadBatch]:
+        parsed = self.run_dir.read_stats("read", [shard.stem])
+        stats.input += parsed.rejected
+        stats.rejected += parsed.rejected
+        for reason, n in parsed.rejected_by_reason.items():
+            stats.rejected_by_reason[reason] = stats.rejected_by_reason.get(reason, 0) + n
+        rejects.keep_existing = True
+        url = self.run_dir.url_of(DOCS, f"{shard.stem}.parquet")
+        with self.run_dir.fs.open(self.run_dir._p(DOCS, f"{shard.stem}.parquet"), "rb") as f:
+            try:
+                pf = pq.ParquetFile(f)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise CurationError(f"{url}: unreadable ({e}); rerun `winnow run` to parse the shard again") from e
+            for i in range(pf.num_row_groups):
+                table = pf.read_row_group(i)
+                rows = table.column(ROW_COLUMN).to_numpy()
+                table = table.drop_columns([ROW_COLUMN])
+                stats.input += table.num_rows
+                yield ReadBatch(table, rows)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pyarrow as pa
 from loguru import logger
+
 from winnow.clustering.kmeans import SphericalKMeans, assign
 from winnow.core.io import Shard
 from winnow.core.layout import arrow_to_vectors, bucket_name, read_parquet

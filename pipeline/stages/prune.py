@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
 from winnow.clustering.semdedup import is_duplicate
 from winnow.core.stats import ShardStats
 from winnow.pipeline import prune as P
@@ -30,6 +31,7 @@ class PruneStage(Stage):
     name = "prune"
     needs = ("embed",)
     writes = ("decisions/<stem>.parquet", "cluster_stats.parquet", "prune.json")
+    optional_writes = ("cluster_stats.parquet",)  # strategies without clusters have none
     config_keys = _PRUNE_KEYS
     uses_shard_list = True
 

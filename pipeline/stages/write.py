@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 from loguru import logger
+
 from winnow.core.errors import CurationError
 from winnow.core.io import Shard
 from winnow.core.layout import read_parquet

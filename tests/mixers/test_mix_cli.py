@@ -179,3 +179,32 @@ def test_unreadable_shard_exits_1(run_dir):
     (run_dir / "curated" / "s1.parquet").write_bytes(b"not parquet")
     result = mix("--run", str(run_dir), *SMALL)
     assert result.exit_code == 1 and "curated/s1.parquet" in result.stderr
+
+
+def test_mix_reads_the_runs_own_config_and_only_the_manifests_shards(tmp_path):
+    """A run made with ``io.text_field=body`` plans without ``-c`` (the run's config.resolved.yaml is the base), and
+    a shard removed from the inputs (its curated file still there) is not planned over: the manifest is the list."""
+    from winnow.core.io import Shard
+    from winnow.core.manifest import MANIFEST, Manifest
+
+    run = make_run(tmp_path)
+    for s in range(3):
+        t = pq.read_table(run / "curated" / f"s{s}.parquet")
+        pq.write_table(t.rename_columns(["body" if c == "text" else c for c in t.column_names]),
+                       run / "curated" / f"s{s}.parquet")  # fmt: skip
+    (run / "config.resolved.yaml").write_text(
+        "winnow_version: 0.1.0\nconfig_hash: 0123456789abcdef\nio:\n  text_field: body\n"
+    )
+    shards = [Shard(url=f"/data/s{s}.jsonl", stem=f"s{s}", format="jsonl", fingerprint="1-x") for s in (0, 1)]
+    manifest = Manifest.from_shards(shards, config_hash="0123456789abcdef", winnow_version="0.1.0")
+    (run / MANIFEST).write_text(manifest.to_json())
+    result = mix("--run", str(run), *SMALL, "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert [s["path"] for s in plan["shards"]] == ["curated/s0.parquet", "curated/s1.parquet"]
+    assert plan["pool_definition"]["text_column"] == "body"
+    # with -c (here: the defaults) the run's config is not used: the default text column is missing
+    cfg = tmp_path / "plain.yaml"
+    cfg.write_text("run:\n  seed: 0\n")
+    result = mix("-c", str(cfg), "--run", str(run), *SMALL)
+    assert result.exit_code == 2 and "text" in result.output

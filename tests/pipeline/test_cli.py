@@ -22,6 +22,8 @@ import typer
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
+
+import winnow
 from winnow.core.cli_util import exit_on_error
 from winnow.core.errors import ConfigError, CurationError, ShardError
 from winnow.core.logging import setup_logging
@@ -30,8 +32,6 @@ from winnow.mixers.planner import PlanError
 from winnow.pipeline.cli.app import app
 from winnow.pipeline.config import WinnowConfig, load_config
 from winnow.pipeline.stages import STAGES, WriteStage
-
-import winnow
 
 DIM = 384
 STEMS = ["a", "b", "c"]
@@ -559,7 +559,7 @@ def test_embed_then_write_equals_run(main_run, tmp_path):
     assert sorted(p.name for p in (out / "embeddings").glob("*.parquet")) == ["a.parquet", "b.parquet", "c.parquet"]
     assert not (out / "curated").exists()
     stats = json.loads((out / "stats.json").read_text())
-    assert set(stats["stages"]) == {"embed"}
+    assert set(stats["stages"]) == {"read", "embed"}  # `winnow embed` parses each shard once, then embeds
 
     result = invoke(*run_args(main_run.corpus, out, command="write"))
     assert result.exit_code == 0, result.output
@@ -576,8 +576,8 @@ def test_embed_then_write_equals_run(main_run, tmp_path):
     assert ours["config_hash"] == theirs["config_hash"]
     stats = json.loads((out / "stats.json").read_text())
     main_stats = json.loads((main_run.out / "stats.json").read_text())
-    assert set(stats["stages"]) == {"embed", "write"}
-    for stage in ("embed", "write"):
+    assert set(stats["stages"]) == {"read", "embed", "write"}
+    for stage in ("read", "embed", "write"):
         assert counts(stats["stages"][stage]) == counts(main_stats["stages"][stage])
 
 

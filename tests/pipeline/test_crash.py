@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 import zstandard
+
 from winnow.mixers.config import MixSection
 from winnow.mixers.planner import build_plan, plan_json
 from winnow.pipeline.config import load_config
@@ -41,8 +42,9 @@ SETS = [
 SHARDS = ["s0.jsonl", "s1.jsonl.gz", "s2.parquet", "s3.jsonl.zst"]
 STEMS = [s.split(".")[0] for s in SHARDS]
 N_DOCS = 24
-#: completion markers of a whole run: a unit per shard for embed, assign, score, write; 2 dedup buckets; fit, prune
-N_MARKERS = 4 * len(SHARDS) + 2 + 2
+#: completion markers of a whole run: a unit per shard for read, embed, assign, score, write; 2 dedup buckets; fit,
+#: prune
+N_MARKERS = 5 * len(SHARDS) + 2 + 2
 N_KILLS = 4
 PLAN = MixSection(budget_tokens=5_000, law={"a": 200.0})
 #: files whose content may differ between runs (timings, the invocation's config, datatrove's task logs)
@@ -115,6 +117,7 @@ def outputs_of(marker: str) -> list[str]:
     """The files a unit's completion marker vouches for."""
     stage, unit = marker.split("/")
     return {
+        "read": [f"docs/{unit}.parquet"],
         "embed": [f"embeddings/{unit}.parquet"],
         "fit": ["centroids.npy", "kmeans.json"],
         "assign": [f"assignments/{unit}.parquet"],
@@ -133,6 +136,8 @@ def check_consistent(out: Path, reference, context: str) -> None:
             assert data == reference.deterministic[rel], f"{context}: {rel} differs from the uninterrupted run"
         elif rel.startswith("logs/"):
             continue  # datatrove's logs, stats and rank completions (not outputs)
+        elif rel == ".lock":
+            continue  # the killed run's lock ended with it; its file stays until the next run takes it over
         elif rel.endswith(".json"):
             json.loads(data)  # stats/<stage>/<unit>.json, stats.json, kmeans.json: whole
         elif rel == "config.resolved.yaml":

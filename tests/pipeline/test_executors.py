@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
+
 from winnow.core.errors import ConfigError, CurationError, ShardError
 from winnow.core.rundir import RunDir
 from winnow.mixers.config import MixSection
@@ -108,9 +109,11 @@ def test_executor_kinds_and_their_settings_validate():
     assert cfg.executor.ray.address == "auto"
     # each stage says whether it wants a GPU for this config (no hand-kept list in the executor settings)
     assert [n for n in STAGES if STAGES[n].wants_gpu(cfg)] == ["embed", "fit"]  # heuristic rater: CPU
-    llm = load_config(None, ["score.backend=llm", "score.llm.endpoint=http://127.0.0.1:1/v1", "score.llm.model_name=m"])
+    llm = ["score.backend=llm", "score.llm.endpoint=http://127.0.0.1:1/v1", "score.llm.model_name=m"]
+    llm = load_config(None, llm)
     assert [n for n in STAGES if STAGES[n].wants_gpu(llm)] == ["embed", "fit", "score"]
-    cpu = load_config(None, ["embed.device=cpu", "cluster.device=cpu", "score.backend=student", "score.student.model_dir=x"])
+    cpu = ["embed.device=cpu", "cluster.device=cpu", "score.backend=student", "score.student.model_dir=x"]
+    cpu = load_config(None, cpu)
     assert [n for n in STAGES if STAGES[n].wants_gpu(cpu)] == []
     cfg = load_config(None, ["executor.kind=slurm", "executor.slurm.partition=p", "executor.slurm.time='1-12:00:00'"])
     assert cfg.executor.slurm.partition == "p" and cfg.executor.slurm.max_array_size == 1001
@@ -480,7 +483,7 @@ def test_slurm_chain_is_submitted_then_collected(fake_slurm, reference, tmp_path
         assert "#SBATCH --time=30" in lines and "export WINNOW_SLURM_TEST=1" in lines
         assert f"launch_pickled_pipeline {out}/logs/{stage}/executor.pik" in script
     # a rerun while the chain is queued submits nothing
-    with pytest.raises(SlurmJobsActive, match="still queued or running: embed"):
+    with pytest.raises(SlurmJobsActive, match="still queued or running: read"):
         run_pipeline(cfg, RUN, progress=False)
     assert len(fake_slurm.submissions()) == len(RUN)
 

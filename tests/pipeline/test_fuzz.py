@@ -22,6 +22,7 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from winnow.core.io import MAX_RAW_CHARS, REJECT_SCHEMA, ReadBatch, ShardReader, list_shards
 from winnow.pipeline.config import IOSection
 

@@ -26,6 +26,7 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from winnow.core.errors import ConfigError
 from winnow.core.io import (
     MAX_RAW_CHARS,
@@ -1196,6 +1197,18 @@ def test_jsonl_unsigned_64bit_integer_does_not_crash_reader(tmp_path: Path) -> N
     result = read(path)
     assert result.texts == ["a", "b"]
     assert result.accounted() == 2
+
+
+def test_jsonl_integers_beyond_64_bits_stay_exact(tmp_path: Path) -> None:
+    """orjson reads integers beyond 64 bits as floats: an id of -2**63 - 1 once became a float and the row was
+    rejected as an invalid id (found by the fuzz test). Such lines are parsed exactly instead."""
+    big = -(2**63) - 1
+    path = write_jsonl(tmp_path / "huge.jsonl", [f'{{"text": "a", "id": {big}}}'.encode(), {"text": "b", "id": 7}])
+    result = read(path)
+    assert result.ids == [str(big), "7"] and result.accounted() == 2
+    # a genuine large float is still a float (and an invalid id, as before)
+    path = write_jsonl(tmp_path / "float.jsonl", [b'{"text": "a", "id": 1e19}'])
+    assert read(path).ids == []
 
 
 def test_jsonl_rejects_are_batched_too(tmp_path: Path) -> None:

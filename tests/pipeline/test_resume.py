@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from winnow.core.errors import ShardError
 from winnow.pipeline.config import WinnowConfig, load_config
 from winnow.pipeline.stages import STAGES, EmbedStage, WriteStage

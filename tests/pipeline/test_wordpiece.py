@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from winnow.core.errors import ConfigError
 from winnow.embedding.embed import Embedder, cut_text
 from winnow.embedding.wordpiece import TorchWordPiece, UnsupportedTokenizer, build_tables
@@ -186,7 +187,7 @@ def test_torch_tokenizer_on_a_non_wordpiece_model_is_a_config_error(monkeypatch)
     def refuse(tok):
         raise UnsupportedTokenizer("needs BertNormalizer + BertPreTokenizer + WordPiece, got ByteLevel")
 
-    monkeypatch.setattr("winnow.embedding.wordpiece.build_tables", refuse)
+    monkeypatch.setattr("winnow.embedding.embed.build_tables", refuse)
     monkeypatch.setattr("winnow.embedding.embed._TABLES", {})
     emb = Embedder(EmbedSection(device="cpu", dtype="float32", tokenizer="torch"), torch_threads=1)
     with pytest.raises(ConfigError, match="embed.tokenizer=torch"):
