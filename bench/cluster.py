@@ -21,10 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import emit  # noqa: E402
 from winnow.clustering.kmeans import SphericalKMeans, assign  # noqa: E402
 from winnow.clustering.semdedup import max_sim_to_earlier  # noqa: E402
-
-from bench.common import emit  # noqa: E402
 
 
 def blobs(n: int, k: int, d: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:

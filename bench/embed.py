@@ -30,12 +30,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import emit, sync  # noqa: E402
 from winnow.core.io import Shard  # noqa: E402
 from winnow.embedding.embed import Embedder, TokenizerPool, resolve_model_path  # noqa: E402
 from winnow.pipeline.config import load_config  # noqa: E402
 from winnow.pipeline.stages import EmbedStage  # noqa: E402
-
-from bench.common import emit, sync  # noqa: E402
 
 
 def load_texts(pattern: str, n: int, seed: int) -> list[str]:

@@ -7,7 +7,8 @@ Needs a run directory with embeddings, clusters, SemDeDup and quality scores, e.
     python bench/report_proxy.py --run /tmp/nltkrun --strategies random,quality --fractions 0.02,0.05,0.1,0.3,1 \\
         --proxy-tokens 2000000 --repeats 3 --domain domain --out bench/out/report_proxy.jsonl
 
-It calls :func:`winnow.pipeline.report.report.build_report` with ``--proxy lm`` for the given strategies and fractions (so
+It calls :func:`winnow.pipeline.report.build.build_report` with ``--proxy lm`` for the given strategies and
+fractions (so
 ``<run>/report/`` is rewritten with them) and prints a markdown table of the measured ``proxy_loss`` beside the
 law's ``predicted_error`` and the kept set's statistics. ``--out`` appends the result as one JSON line (settings,
 machine, per-point rows, the law fit).

@@ -180,6 +180,7 @@ def build_tiny_model(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
+
     from winnow.embedding.embed import resolve_model_path
 
     src = resolve_model_path("bundled")

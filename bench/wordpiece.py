@@ -23,12 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import emit, sync  # noqa: E402
+from bench.embed import bench_tokenizer, load_texts  # noqa: E402
 from winnow.embedding.embed import Embedder, cut_text  # noqa: E402
 from winnow.embedding.wordpiece import TorchWordPiece, build_tables  # noqa: E402
 from winnow.pipeline.config import EmbedSection  # noqa: E402
-
-from bench.common import emit, sync  # noqa: E402
-from bench.embed import bench_tokenizer, load_texts  # noqa: E402
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 from loguru import logger
+
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
+
 from winnow.clustering.kmeans import KMeansResult, SphericalKMeans, assign
 from winnow.core.errors import ConfigError
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
+
 from winnow.core.errors import ConfigError
 from winnow.pipeline.cli.app import app
 from winnow.pipeline.config import EmbedSection, ExecutorSection, IOSection, RunSection, WinnowConfig, load_config

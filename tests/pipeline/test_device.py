@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from winnow.core.device import torch_device
 from winnow.core.errors import ConfigError
 
@@ -29,6 +30,7 @@ def test_cuda_without_a_gpu_names_the_setting(monkeypatch):
 
 def test_every_user_names_its_own_setting(monkeypatch):
     import torch
+
     from winnow.clustering.kmeans import SphericalKMeans
     from winnow.embedding.embed import Embedder
     from winnow.pipeline.config import EmbedSection

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
+
 from winnow.clustering.semdedup import is_duplicate
 from winnow.mixers.laws import goyal_error
 from winnow.pipeline.config import load_config
