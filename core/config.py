@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from winnow.core.section import Section, StrList
+
+#: the largest seed: FAISS's k-means takes a 32-bit signed seed, so a larger one would fail after embedding
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(v: int | None) -> int | None:
+    """Refuse seeds FAISS cannot take (it reads them as a 32-bit signed int), before any work starts."""
+    if v is not None and v > MAX_SEED:
+        raise ValueError(f"must be below 2**31 ({MAX_SEED + 1}): FAISS's k-means takes a 32-bit signed seed")
+    return v
 
 
 class RunSection(Section):
@@ -19,11 +29,17 @@ class RunSection(Section):
 
     Args:
         name: a label for the run (defaults to the output directory's name).
-        seed: the seed every random choice derives from (sampling, k-means init, tie-breaking).
+        seed: the seed every random choice derives from (sampling, k-means init, tie-breaking); below 2**31
+            (FAISS takes a 32-bit signed seed).
     """
 
     name: str | None = None
     seed: int = Field(0, ge=0)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        return check_seed(v)
 
 
 class IOSection(Section):
@@ -57,3 +73,11 @@ class IOSection(Section):
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)  # never in logs / executor.json
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = Field(16_384, ge=1)
+
+    @field_validator("input")
+    @classmethod
+    def _no_empty_input(cls, v: list[str]) -> list[str]:
+        # an empty pattern would resolve to the current directory and read whatever lies there
+        if any(not pattern.strip() for pattern in v):
+            raise ValueError('an input pattern is empty: give a path, glob, directory or URL ("" is not ".")')
+        return v

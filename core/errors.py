@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import signal
 
+from winnow.core.redact import redact_url
+
 
 class CurationError(Exception):
-    """Base class of every error winnow raises on purpose."""
+    """Base class of every error winnow raises on purpose. Its message never shows the credentials of a URL
+    (``https://user:password@host`` is printed as ``https://<redacted>@host``)."""
+
+    def __str__(self) -> str:
+        return redact_url(super().__str__())
 
 
 class ConfigError(CurationError, ValueError):

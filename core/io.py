@@ -31,6 +31,7 @@ from fsspec.core import url_to_fs
 
 from winnow.core.config import IOSection
 from winnow.core.errors import ConfigError, ShardError
+from winnow.core.redact import redact_url
 
 # suffix -> (format, compression); longest suffixes first so ".jsonl.gz" wins over ".gz"
 _SUFFIXES: list[tuple[str, tuple[str, str | None]]] = [
@@ -96,6 +97,14 @@ def _has_magic(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
+def _fs_of(pattern: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """fsspec's filesystem and path of ``pattern``; a missing filesystem package is a config error."""
+    try:
+        return url_to_fs(pattern, **storage_options)
+    except ImportError as e:  # e.g. https:// without aiohttp, s3:// without s3fs
+        raise ConfigError(f"input {redact_url(pattern)!r}: {e}") from None
+
+
 def list_shards(patterns: list[str], storage_options: dict[str, Any] | None = None) -> list[Shard]:
     """Expand paths, globs, directories and URLs into a sorted, de-duplicated list of shards.
 
@@ -104,10 +113,12 @@ def list_shards(patterns: list[str], storage_options: dict[str, Any] | None = No
     """
     if not patterns:
         raise ConfigError("no input given: pass --input PATH/GLOB or set io.input in the config")
+    if any(not p.strip() for p in patterns):
+        raise ConfigError("an input pattern is empty: give a path, glob, directory or URL (not the current directory)")
     storage_options = storage_options or {}
     found: dict[str, str] = {}  # url -> path without protocol
     for pattern in patterns:
-        fs, path = url_to_fs(pattern, **storage_options)
+        fs, path = _fs_of(pattern, storage_options)
         if _has_magic(path) and not fs.isfile(path):
             matches = [m for m in fs.glob(path) if split_suffix(m.rsplit("/", 1)[-1]) and fs.isfile(m)]
             if not matches:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from winnow.core.errors import RunDirLocked
+from winnow.core.errors import ConfigError, RunDirLocked
 
 if TYPE_CHECKING:
     from winnow.core.rundir import RunDir
@@ -116,10 +116,9 @@ class RunLock:
     def _acquire_local(self) -> None:
         import fcntl
 
-        os.makedirs(self.run.path, exist_ok=True)
         path = self._path()
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open_lock_file(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -135,6 +134,18 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_holder_info()).encode(), 0)
         self._fd = fd
+
+    def _open_lock_file(self, path: str) -> int:
+        """Create the run directory and open its lock file; a folder winnow cannot write is a config error."""
+        try:
+            os.makedirs(self.run.path, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # read-only folder or file system, a file in the way, ...
+            where = e.filename or self.run.path
+            raise ConfigError(
+                f"cannot write the run directory {self.run.url}: {e.strerror or e} ({where}); choose an output "
+                "folder winnow can write to"
+            ) from None
 
     @staticmethod
     def _is_current(fd: int, path: str) -> bool:

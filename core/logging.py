@@ -1,10 +1,14 @@
-"""Console logging for every command: one loguru sink on stderr, its level set by ``-v`` / ``-q``."""
+"""Console logging for every command: one loguru sink on stderr, its level set by ``-v`` / ``-q``. Every record's
+message has the credentials of URLs in it redacted (``https://<redacted>@host/...``), whichever sink it goes to."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from loguru import logger
+
+from winnow.core.redact import redact_url
 
 _LOG_LEVEL = {"level": "WARNING"}
 
@@ -19,7 +23,12 @@ def setup_logging(verbosity: int = 0) -> None:
 def apply_logging() -> None:
     """(Re)install the stderr sink at the chosen level (executor workers call this after they start)."""
     logger.remove()
+    logger.configure(patcher=_redact_record)
     logger.add(sys.stderr, level=_LOG_LEVEL["level"], format="<level>{level: <8}</level> | {message}")
+
+
+def _redact_record(record: Any) -> None:
+    record["message"] = redact_url(record["message"])
 
 
 def log_level() -> str:

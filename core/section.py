@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
+import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, field_validator
 
 
 def _one_or_many(v: Any) -> Any:
@@ -40,6 +42,16 @@ def docstring_args(doc: str | None) -> dict[str, str]:
     return out
 
 
+def _is_int_annotation(annotation: Any) -> bool:
+    """``int``, ``int | None`` or ``Optional[int]`` (not ``bool``, not unions with other types)."""
+    if annotation is int:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args == [int]
+    return False
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable once validated.
 
@@ -49,6 +61,16 @@ class Section(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_int(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic reads ``k: true`` as 1 for an ``int`` field; a boolean is never meant as a count or a seed
+        if isinstance(v, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _is_int_annotation(field.annotation):
+                raise ValueError("expected an integer, got a boolean")
+        return v
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

@@ -837,6 +837,10 @@ def merge_loader_state(state: Mapping[str, Any], packed: bool = False) -> dict[s
     return best
 
 
+def _dist_initialised() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class MixtureDataset(IterableDataset):
     """Documents (or packed token sequences) of a run's curated shards in the proportions of its mixture plan.
 
@@ -902,6 +906,9 @@ class MixtureDataset(IterableDataset):
             raise ValueError("batch_size and shuffle_block must be >= 1, cache_bytes >= 0")
         if rank is not None and world_size is not None and not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        if rank is not None and world_size is None and not _dist_initialised():
+            # world_size would default to 1 and rank 1 of 1 would silently read nothing
+            raise ValueError(f"rank={rank} needs world_size= too (torch.distributed is not initialised)")
         data, rd, where = _load_plan(plan, run_dir, storage_options)
         self.plan = _check_plan(data, where, check_version)
         self.run_dir = rd.url
@@ -974,10 +981,12 @@ class MixtureDataset(IterableDataset):
         rank, world = self._rank, self._world_size
         if rank is None or world is None:
             r, w = 0, 1
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if _dist_initialised():
                 r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
             rank = r if rank is None else rank
             world = w if world is None else world
+            if not 0 <= rank < world:
+                raise ValueError(f"rank {rank} is not in [0, {world}) (world_size of torch.distributed)")
         info = torch.utils.data.get_worker_info()
         worker, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         return rank, world, worker, nw

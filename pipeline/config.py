@@ -17,8 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from winnow.core.config import IOSection, RunSection
+from winnow.core.config import IOSection, RunSection, check_seed
 from winnow.core.errors import ConfigError
+from winnow.core.redact import redact_urls
 from winnow.core.rundir import RunDir
 from winnow.core.section import Section
 from winnow.embedding.section import EmbedSection
@@ -37,7 +38,7 @@ class ClusterSection(Section):
         k: number of clusters.
         niter: k-means iterations.
         nredo: run k-means this many times from different initialisations and keep the best objective.
-        seed: k-means seed; ``null`` uses ``run.seed``.
+        seed: k-means seed; ``null`` uses ``run.seed``; below 2**31 (FAISS takes a 32-bit signed seed).
         fit_fraction: share of documents in the training sample (chosen by a hash of the id and the seed, so the
             sample does not depend on sharding or workers); every document is assigned afterwards.
         max_points_per_centroid: k-means trains on at most ``k ×`` this many points (FAISS's rule): the ones of
@@ -57,6 +58,11 @@ class ClusterSection(Section):
     max_points_per_centroid: int = Field(256, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     n_buckets: int = Field(16, ge=1, le=65_536)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        return check_seed(v)
 
 
 class DedupSection(Section):
@@ -306,9 +312,10 @@ class WinnowConfig(Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_yaml(self, extra: dict[str, Any] | None = None) -> str:
-        """The resolved config as YAML, with secrets in ``storage_options`` redacted."""
+        """The resolved config as YAML, with secrets in ``storage_options`` and credentials in URLs redacted."""
         data = self.model_dump(mode="json")
         data["io"]["storage_options"] = _redact(data["io"]["storage_options"])
+        data = redact_urls(data)  # https://user:password@host/... → https://<redacted>@host/...
         if extra:
             data = {**extra, **data}
         return yaml.safe_dump(data, sort_keys=False)
@@ -380,6 +387,52 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+#: config files larger than this are refused (a config is a few KiB; this bounds what a bad file can cost)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses anchors and aliases: ``&a`` / ``*a`` let a few hundred bytes expand into
+    gigabytes (a "billion laughs"), and a winnow config never needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            line = event.start_mark.line + 1
+            raise ConfigError(
+                f"{self.name}: line {line}: YAML anchors and aliases (&name, *name) are not allowed in a config "
+                "file; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def _read_yaml_file(p: Path) -> Any:
+    """Parse a config file: UTF-8, at most ``MAX_CONFIG_BYTES``, plain YAML without anchors or aliases."""
+    try:
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: config file too large ({size} bytes; at most {MAX_CONFIG_BYTES} bytes)")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: config file too large (more than {MAX_CONFIG_BYTES} bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}); save it as UTF-8"
+        ) from None
+    loader = _NoAliasLoader(text)
+    loader.name = str(p)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -403,10 +456,7 @@ def load_config(
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        loaded = _read_yaml_file(p)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

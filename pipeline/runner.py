@@ -281,6 +281,8 @@ class RunResult:
     seconds: float = 0.0
     #: ``executor.kind: slurm``: the job ids submitted per stage (empty when everything was done already)
     jobs: dict[str, list[str]] = field(default_factory=dict)
+    #: per stage, the units this invocation ran (the others were reused from an earlier run)
+    ran: dict[str, int] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -344,6 +346,7 @@ def run_pipeline(
     _check_request(cfg, stages)
     t0 = time.perf_counter()
     shards = list_shards(cfg.io.input, cfg.io.storage_options)
+    _check_output_outside_inputs(cfg, shards)
     run = RunDir(cfg.io.output, cfg.io.storage_options)
     with run.lock():
         try:
@@ -394,6 +397,43 @@ def _check_request(cfg: WinnowConfig, stages: list[str]) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; allowed: {', '.join(STAGES)}")
+
+
+def _local_path(url: str) -> str | None:
+    """The real local path of ``url``, or ``None`` for a remote URL."""
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    elif "://" in url:
+        return None
+    return os.path.realpath(os.path.expanduser(url))
+
+
+def _is_under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _check_output_outside_inputs(cfg: WinnowConfig, shards: list[Shard]) -> None:
+    """Refuse a run directory inside an input folder (or matched by an input glob): the next run would read
+    winnow's own outputs (curated/, embeddings/, rejects/) as input. Local paths only."""
+    out = _local_path(str(cfg.io.output))
+    if out is None:
+        return
+    why = "the next run would read winnow's own outputs as input; choose an output outside the inputs"
+    for pattern in cfg.io.input:
+        folder = _local_path(pattern)
+        if folder is None:
+            continue
+        magic = any(c in pattern for c in "*?[")
+        if magic and "**" in pattern:  # a recursive glob matches everything below its fixed prefix
+            folder = _local_path(pattern.split("**", 1)[0].rstrip("/") or ".")
+        elif magic or not os.path.isdir(folder):
+            continue
+        if folder is not None and _is_under(out, folder):
+            raise ConfigError(f"the output {cfg.io.output!r} is inside the input {pattern!r}: {why}")
+    for shard in shards:
+        path = _local_path(shard.url)
+        if path is not None and _is_under(path, out):
+            raise ConfigError(f"the input shard {shard.url!r} lies inside the output {cfg.io.output!r}: {why}")
 
 
 def _run_stages(ctx: _RunContext, stages: list[str]) -> None:
@@ -475,6 +515,7 @@ def _run_stage(ctx: _RunContext, name: str) -> None:
     if ctx.overwrite:
         run.clear_completions(name)
     stage.todo = _incomplete_units(run, stage, units, fp)
+    ctx.result.ran[name] = len(stage.todo)
     if stage.todo:
         executor = build_executor(stage, cfg, run, len(stage.todo), depends_job_id=ctx.last_job)
         if cfg.executor.kind == "slurm":

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 import winnow
 from winnow.core.cli_util import exit_on_error, exit_on_signal
 from winnow.core.io import list_shards
+from winnow.core.redact import redact_url
 from winnow.core.rundir import RunDir
 from winnow.pipeline.config import WinnowConfig, load_config
 
@@ -186,12 +187,19 @@ def _stats_table(result) -> None:
     table = Table(title=f"winnow run: {result.run_dir}", title_justify="left")
     for col in ("stage", "input", "kept", "dropped", "rejected", "seconds", "docs/s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
+    reused = []
     for name, s in result.stages.items():
         rate = f"{s.kept / s.seconds:,.1f}" if s.seconds else "-"
+        label = name
+        if result.ran.get(name, 1) == 0:  # every unit came from an earlier run: its timings are that run's
+            label, rate = f"{name} (reused)", f"({rate})"
+            reused.append(name)
         table.add_row(
-            name, f"{s.input:,}", f"{s.kept:,}", f"{s.dropped:,}", f"{s.rejected:,}", f"{s.seconds:,.1f}", rate
+            label, f"{s.input:,}", f"{s.kept:,}", f"{s.dropped:,}", f"{s.rejected:,}", f"{s.seconds:,.1f}", rate
         )
     err.print(table)
+    if reused:
+        err.print(f"reused from an earlier run (its counts and timings): {', '.join(reused)}")
     reasons: dict[str, int] = {}
     for s in result.stages.values():
         for k, v in s.rejected_by_reason.items():
@@ -230,7 +238,8 @@ def _execute(
             typer.echo(f"# stages: {', '.join(stages)}")
             typer.echo(f"# {len(shards)} shard(s):")
             for s in shards:
-                typer.echo(f"#   {s.url} -> {s.stem} ({s.format}{', ' + s.compression if s.compression else ''})")
+                codec = f", {s.compression}" if s.compression else ""
+                typer.echo(f"#   {redact_url(s.url)} -> {s.stem} ({s.format}{codec})")
             return
         result = run_pipeline(
             cfg, stages, overwrite=overwrite, progress=False if no_progress else None, fail_on_reject=fail_on_reject

@@ -322,16 +322,22 @@ class ShardStage(Stage):
         if self.name != "read" and self._parsed(shard):
             yield from self._read_parsed(shard, stats, rejects)
             return
-        bar = tqdm(desc=f"{self.name} {shard.stem}", unit="doc", disable=not self.progress, leave=False)
+        bar = self._bar(shard, total=None)
         try:
             for batch in ShardReader(shard, self.cfg.io):
                 rejects.add(batch.rejects)
                 stats.add_rejects(batch.rejects)
                 stats.input += batch.table.num_rows
-                bar.update(batch.table.num_rows + len(batch.rejects))
                 yield batch
+                bar.update(batch.table.num_rows + len(batch.rejects))  # once the stage is done with the batch
         finally:
             bar.close()
+
+    def _bar(self, shard: Shard, total: int | None):
+        """Documents of ``shard`` this stage has processed (advanced when the stage asks for the next batch, so it
+        counts documents embedded or scored, not rows read ahead), with a total and ETA when known. On a TTY in
+        the main process only (``progress``)."""
+        return tqdm(desc=f"{self.name} {shard.stem}", total=total, unit="doc", disable=not self.progress, leave=True)
 
     def _parsed(self, shard: Shard) -> bool:
         """Whether ``read`` completed for ``shard`` under the current config (its copy is then the input)."""
@@ -353,9 +359,14 @@ class ShardStage(Stage):
                 pf = pq.ParquetFile(f)
             except (pa.ArrowInvalid, OSError) as e:
                 raise CurationError(f"{url}: unreadable ({e}); rerun `winnow run` to parse the shard again") from e
-            for i in range(pf.num_row_groups):
-                table = pf.read_row_group(i)
-                rows = table.column(ROW_COLUMN).to_numpy()
-                table = table.drop_columns([ROW_COLUMN])
-                stats.input += table.num_rows
-                yield ReadBatch(table, rows)
+            bar = self._bar(shard, total=pf.metadata.num_rows)
+            try:
+                for i in range(pf.num_row_groups):
+                    table = pf.read_row_group(i)
+                    rows = table.column(ROW_COLUMN).to_numpy()
+                    table = table.drop_columns([ROW_COLUMN])
+                    stats.input += table.num_rows
+                    yield ReadBatch(table, rows)
+                    bar.update(table.num_rows)
+            finally:
+                bar.close()

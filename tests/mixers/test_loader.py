@@ -525,3 +525,10 @@ def test_plan_as_a_model_or_a_dict(run, reference):
     from_dict = MixtureDataset(plan, run_dir=str(run))
     assert from_model.fingerprint == from_dict.fingerprint == MixtureDataset(run).fingerprint
     assert [key(r) for r in from_model] == reference
+
+
+def test_a_rank_without_world_size_is_refused_instead_of_yielding_nothing(run):
+    assert not torch.distributed.is_available() or not torch.distributed.is_initialized()
+    with pytest.raises(ValueError, match=r"rank=1 needs world_size= too \(torch.distributed is not initialised\)"):
+        MixtureDataset(run, rank=1)
+    assert [key(r) for r in MixtureDataset(run, rank=0, world_size=1)][:3]  # with both, it reads
