@@ -6,6 +6,7 @@ and :mod:`winnow.pipeline.cli.mix`.
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ __all__ = ["exit_on_error", "exit_on_signal"]
 
 @contextmanager
 def exit_on_error(console: Console, *, config_label: str = "error") -> Iterator[None]:
-    """Print a ``ConfigError`` and exit 2, or any other ``CurationError`` and exit 1 (the CLI's exit codes).
+    """Print a ``ConfigError`` and exit 2, any other ``CurationError`` or a full disk (``ENOSPC``) and exit 1.
 
     The message is printed as ``<label>: <message>``, escaped, so that a ``[...]`` in it (a glob, a list of
     columns) is printed as it is instead of being read as rich markup. Other exceptions pass through.
@@ -42,6 +43,13 @@ def exit_on_error(console: Console, *, config_label: str = "error") -> Iterator[
         raise typer.Exit(2) from None
     except CurationError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        msg = f"no space left on device{where}: free space and rerun the same command (completed units are kept)"
+        console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
         raise typer.Exit(1) from None
 
 

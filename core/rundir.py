@@ -69,8 +69,13 @@ class RunDir:
         path = self._p(rel)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+        except BaseException:  # a full disk, a signal: no temporary file is left behind
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+            raise
         self.fs.mv(tmp, path)
 
     def read_bytes(self, rel: str) -> bytes:

@@ -16,6 +16,7 @@ manifest and removes the outputs of shards not in it (``_prepare``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -61,6 +62,66 @@ def _init_worker(counter: Any) -> None:
         counter.value += 1
 
 
+class _QuietLogFile:
+    """A task's log file that stops writing once its disk is full: loguru would otherwise print a traceback for
+    every later line. The console still shows every error, and the unit's failure names the full disk."""
+
+    def __init__(self, f: Any):
+        self._f, self._full = f, False
+
+    def _guard(self, call: Any, *args: Any) -> Any:
+        if self._full:
+            return None
+        try:
+            return call(*args)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            self._full = True
+            return None
+
+    def write(self, text: str) -> Any:
+        return self._guard(self._f.write, text)
+
+    def flush(self) -> None:
+        self._guard(self._f.flush)
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+
+    def __enter__(self) -> _QuietLogFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._f, name)
+
+
+class _LogFolder:
+    """datatrove's logging folder, whose files (task logs, per-rank stats and completions, executor.json) survive a
+    full disk (:class:`_QuietLogFile`): they are informative only, winnow's own markers and stats are the books."""
+
+    def __init__(self, folder: Any):
+        self._folder = folder
+
+    def open(self, path: str, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = self._folder.open(path, mode, *args, **kwargs)
+        return _QuietLogFile(f) if any(c in mode for c in "wa") else f
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._folder, name)
+
+
 class WinnowLocalExecutor(LocalPipelineExecutor):
     """datatrove's local executor, with task logs kept in files and the console left to winnow's log level.
 
@@ -73,6 +134,7 @@ class WinnowLocalExecutor(LocalPipelineExecutor):
     def __init__(self, *args: Any, log_level: str = "WARNING", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.log_level = log_level
+        self.logging_dir = _LogFolder(self.logging_dir)  # task logs that survive a full disk
 
     def run(self) -> PipelineStats:
         self._launched = True
@@ -86,8 +148,12 @@ class WinnowLocalExecutor(LocalPipelineExecutor):
             with ctx.Pool(self.workers, initializer=_init_worker, initargs=(counter,)) as pool:
                 stats = list(pool.imap_unordered(self._run_in_worker, ranks))
         total = sum(stats, start=PipelineStats())
-        with self.logging_dir.open("stats.json", "wt") as f:
-            total.save_to_disk(f)
+        try:
+            with self.logging_dir.open("stats.json", "wt") as f:
+                total.save_to_disk(f)
+        except OSError as e:  # datatrove's merged stats are informative only; winnow's own stats are the books
+            if e.errno != errno.ENOSPC:
+                raise
         return total
 
     def _run_in_process(self, ranks: list[int]) -> list[PipelineStats]:

@@ -327,6 +327,8 @@ class LLMRater(Rater):
         self._local = threading.local()
         self._sessions: list[Any] = []
         self._headers: dict[str, str] = {}
+        #: values never to print (the API key), scrubbed from error bodies
+        self._secrets: tuple[str, ...] = ()
         self._url = ""
         # the last cache file read or written: (path, fingerprint, size in bytes, records), so that a shard
         # rated in many batches does not re-read its growing cache for each
@@ -406,6 +408,7 @@ class LLMRater(Rater):
             if not key:
                 raise ConfigError(f"llm.api_key_env: the environment variable {self.cfg.api_key_env} is not set")
             self._headers["Authorization"] = f"Bearer {key}"
+            self._secrets = (key,)
         if self.cfg.tokenizer is not None:
             from transformers import AutoTokenizer  # heavy and optional: only with llm.tokenizer
 
@@ -641,12 +644,14 @@ class LLMRater(Rater):
                     return _completion_text(resp)
                 if status in (401, 403, 404):
                     self._count("requests_failed")
-                    raise ConfigError(f"llm endpoint {self._url} answered HTTP {status}: {_snippet(resp)}")
+                    body = _snippet(resp, secrets=self._secrets)
+                    raise ConfigError(f"llm endpoint {self._url} answered HTTP {status}: {body}")
                 if status != 429 and status < 500:
                     self._count("requests_failed")
-                    logger.warning(f"llm: HTTP {status} from {self._url}, rating left null: {_snippet(resp)}")
+                    body = _snippet(resp, secrets=self._secrets)
+                    logger.warning(f"llm: HTTP {status} from {self._url}, rating left null: {body}")
                     return None
-                reason = f"HTTP {status}: {_snippet(resp)}"
+                reason = f"HTTP {status}: {_snippet(resp, secrets=self._secrets)}"
                 retry_after = _retry_after(resp)
             if attempt == c.max_retries:
                 break
@@ -674,11 +679,17 @@ def _retry_after(resp: Any) -> float:
         return 0.0
 
 
-def _snippet(resp: Any, n: int = 200) -> str:
+def _snippet(resp: Any, n: int = 200, secrets: Sequence[str] = ()) -> str:
+    """The start of an error body for a message, with every secret (the API key) replaced: a server that echoes
+    the request's headers must not put the key into logs or ``failures/``."""
     try:
-        return resp.text[:n].replace("\n", " ")
+        text = resp.text
     except Exception:  # noqa: BLE001 - best-effort message
         return ""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text[:n].replace("\n", " ")
 
 
 # --------------------------------------------------------------------------------------------------- cache

@@ -16,6 +16,7 @@ executes them (by ``order``), and the CLI, the runner and the executors' GPU pla
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import time
 import traceback
@@ -96,6 +97,17 @@ class RejectSink:
             self.writer.__exit__(exc_type, exc, tb)
         elif exc_type is None and not self.keep_existing:
             self.run.remove(f"rejects/{self.shard.stem}.parquet")
+
+
+def _describe(e: Exception, run_url: str) -> str:
+    """A unit's error for the console and ``failures/``: a full disk names the run directory and the way out."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" ({e.filename})" if e.filename else ""
+        return (
+            f"no space left on the device of {run_url}{where}: free space and rerun the same command (completed "
+            "units are kept; no partial file is left under a final name)"
+        )
+    return f"{type(e).__name__}: {e}"
 
 
 class Stage(PipelineStep):
@@ -220,14 +232,16 @@ class Stage(PipelineStep):
             stats.seconds = time.perf_counter() - t0
             stats.check(f"{self.name} {unit}")
         except Exception as e:  # noqa: BLE001 - recorded, listed at the end of the run
-            logger.error(f"{self.name}: {unit} failed: {type(e).__name__}: {e}")
+            error = _describe(e, self.run_dir.url)
+            logger.error(f"{self.name}: {unit} failed: {error}")
             logger.opt(exception=e).debug("traceback")  # the task's log file keeps it
             self.stat_update("units_failed")
-            self.run_dir.write_failure(
-                self.name,
-                unit,
-                {"unit": unit, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()},
-            )
+            try:
+                self.run_dir.write_failure(
+                    self.name, unit, {"unit": unit, "error": error, "traceback": traceback.format_exc()}
+                )
+            except OSError as full:  # a full disk may not take the record either: the run still lists the unit
+                logger.error(f"{self.name}: {unit}: could not record the failure ({full})")
             return
         self.run_dir.write_stats(self.name, unit, stats)
         self.run_dir.mark_complete(self.name, unit, self.marker(unit, fp))

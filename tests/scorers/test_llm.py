@@ -515,8 +515,9 @@ def _handler(state: FakeServer):
                 if fail:
                     return self._send(state.fail_status, {"error": "busy"}, {"Retry-After": "0"})
                 text = _doc_text(body)
-                if text in state.status:
-                    return self._send(state.status[text], {"error": {"message": "no"}})
+                if text in state.status:  # an error body that echoes the request's headers, as some servers do
+                    echo = {"message": "no", "headers": {"Authorization": self.headers.get("Authorization")}}
+                    return self._send(state.status[text], {"error": echo})
                 content = state.answers.get(text, GOOD)
                 self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
             finally:
@@ -599,6 +600,17 @@ def test_http_truncates_long_texts_with_a_local_tokenizer(server, make_rater, ti
     tok = AutoTokenizer.from_pretrained(str(tiny_models["garbage"]), local_files_only=True)
     assert server.texts() == [truncate_for_prompt(text, tok, 20)]
     assert server.texts()[0] != text and rater.stats["truncated_texts"] == 1
+
+
+def test_an_error_body_that_echoes_the_api_key_never_prints_it(server, make_rater, monkeypatch):
+    monkeypatch.setenv("WINNOW_TEST_LLM_KEY", "sekret-123")
+    server.status = {"forbidden": 403}
+    rater = make_rater(api_key_env="WINNOW_TEST_LLM_KEY")
+    with pytest.raises(ConfigError) as err:
+        rater.rate(["forbidden"])
+    assert "HTTP 403" in str(err.value) and "<redacted>" in str(err.value)
+    assert "sekret-123" not in str(err.value)
+    assert server.auth == ["Bearer sekret-123"]  # the server did get the key (and echoed it)
 
 
 def test_http_retries_with_backoff(server, make_rater):
