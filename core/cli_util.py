@@ -72,14 +72,31 @@ def exit_on_signal(console: Console) -> Iterator[None]:
     def stop(signum: int, frame: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        _PENDING["signum"] = signum  # kept in case the raise below lands where Python ignores exceptions
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+        check_interrupted()  # a signal whose exception was swallowed still ends the run as interrupted
     except Interrupted as e:
         console.print(f"[bold red]interrupted:[/] {e.name}: the run stopped; rerun it to resume", highlight=False)
         raise typer.Exit(e.exit_code) from None
     finally:
+        _PENDING["signum"] = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+#: the signal received inside ``exit_on_signal`` (None: none). A handler's exception can land in a weakref
+#: callback or a ``__del__``, where Python prints and ignores it; long loops call ``check_interrupted`` so that the
+#: run still stops.
+_PENDING: dict[str, int | None] = {"signum": None}
+
+
+def check_interrupted() -> None:
+    """Raise :class:`Interrupted` if SIGINT/SIGTERM arrived inside ``exit_on_signal`` (a no-op otherwise, and in
+    executor worker processes)."""
+    signum = _PENDING["signum"]
+    if signum is not None:
+        raise Interrupted(signum)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 import winnow
 from winnow.core import logging as logs
+from winnow.core.cli_util import check_interrupted
 from winnow.core.errors import ConfigError, CurationError, Interrupted, RejectsFoundError, ShardError
 from winnow.core.io import Shard, fingerprint_shards, list_shards
 from winnow.core.logging import setup_logging  # noqa: F401 (re-exported for callers of the runner)
@@ -506,6 +507,7 @@ def _run_stages(ctx: _RunContext, stages: list[str]) -> None:
     started_ray = ctx.cfg.executor.kind == "ray" and ray_init(ctx.cfg)
     try:
         for name in stages:
+            check_interrupted()  # a signal whose exception was swallowed (see winnow.core.cli_util) stops here
             _run_stage(ctx, name)
     finally:
         if started_ray:

@@ -31,6 +31,7 @@ from loguru import logger
 from tqdm.auto import tqdm
 
 import winnow
+from winnow.core.cli_util import check_interrupted
 from winnow.core.errors import CurationError
 from winnow.core.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader
 from winnow.core.registry import Registry
@@ -210,6 +211,7 @@ class Stage(PipelineStep):
         try:
             units = self.units() if self.todo is None else self.todo
             for unit in units[rank::world_size]:
+                check_interrupted()
                 if not self.overwrite and self.run_dir.is_complete(self.name, unit, self.marker(unit, fp)):
                     logger.info(f"{self.name}: {unit} already complete, skipped")
                     self.stat_update("units_skipped")
