@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from loguru import logger
+from tqdm.auto import tqdm
 
 from winnow.pipeline.report.curves import nan_to_null
 from winnow.pipeline.report.decisions import Point
@@ -35,7 +37,11 @@ def proxy_curves(scores: RunScores, points: Sequence[Point], cfg) -> tuple[pl.Da
     order = np.random.default_rng([cfg.seed, 0x50524F58]).permutation(f.height)  # one document order for all
     cache: dict[str, Any] = {}
     rows, ckpts = [], []
+    # one tick per proxy run (point x repeat), on a terminal only; a point whose kept set was trained already ticks
+    # at once
+    bar = tqdm(total=len(points) * cfg.repeats, desc="proxy lm", unit="run", disable=not sys.stderr.isatty())
     for i, p in enumerate(points):
+        bar.set_postfix_str(f"{p.strategy} @ {p.fraction:g}")
         counts = np.where(held, 0, p.repeat)
         key = hashlib.sha256(counts.astype(np.int64).tobytes()).hexdigest()
         if key not in cache:
@@ -44,9 +50,9 @@ def proxy_curves(scores: RunScores, points: Sequence[Point], cfg) -> tuple[pl.Da
             cache[key] = []
             if len(docs):
                 stream = encode([texts[j] for j in docs])
-                cache[key] = [
-                    train_proxy(stream, heldout, replace(cfg, seed=cfg.seed + r)) for r in range(cfg.repeats)
-                ]
+                for r in range(cfg.repeats):
+                    cache[key].append(train_proxy(stream, heldout, replace(cfg, seed=cfg.seed + r)))
+                    bar.update(1)
                 runs = cache[key]
                 losses = np.array([r.loss for r in runs])
                 logger.info(
@@ -56,6 +62,8 @@ def proxy_curves(scores: RunScores, points: Sequence[Point], cfg) -> tuple[pl.Da
                     f"{sum(r.seconds for r in runs):.1f}s)"
                 )
         runs = cache[key]
+        bar.n = (i + 1) * cfg.repeats  # a cached or empty kept set costs no run
+        bar.refresh()
         losses = np.array([r.loss for r in runs])
         rows.append(
             {
@@ -79,6 +87,7 @@ def proxy_curves(scores: RunScores, points: Sequence[Point], cfg) -> tuple[pl.Da
                 loss = float(np.mean([r.checkpoints[j][1] for r in runs]))
                 ckpts.append({"strategy": p.strategy, "keep_fraction": p.fraction, "tokens_seen": seen,
                               "pool_tokens": runs[0].train_tokens, "loss": loss})  # fmt: skip
+    bar.close()
     info = {"heldout_documents": int(held.sum()), "heldout_tokens": int(heldout.shape[0] * cfg.context),
             "trained_points": sum(1 for v in cache.values() if v),
             "device": next((v[0].device for v in cache.values() if v), "-")}  # fmt: skip
