@@ -132,6 +132,15 @@ class RunDir:
             return None
         return Manifest.parse(self.read_text(MANIFEST), self.url_of(MANIFEST))
 
+    def shard_files(self, folder: str) -> list[str]:
+        """The ``<stem>.parquet`` names of the run's shards in ``folder``: the manifest's stems, sorted, whether the
+        file exists or not (the caller says what a missing one means); for a run made before manifests, the parquet
+        files listed in the folder. A shard removed from the inputs is never among them."""
+        manifest = self.manifest()
+        if manifest is None:
+            return [n for n in self.listdir(folder) if n.endswith(".parquet")]
+        return sorted(f"{stem}.parquet" for stem in manifest.stems)
+
     def write_manifest(self, manifest: Manifest) -> None:
         self.write_text(MANIFEST, manifest.to_json())
 

@@ -794,10 +794,7 @@ def _run_shard_files(rd: RunDir) -> list[str]:
     """The curated files of the run's shards: those of its ``manifest.json`` (the only list anyone reads: a shard
     removed from the inputs is not planned over even if its file is still there), or, for a run made before
     manifests, the ``curated/`` listing."""
-    manifest = rd.manifest()
-    if manifest is None:
-        return [n for n in rd.listdir("curated") if n.endswith(".parquet")]
-    names = sorted(f"{stem}.parquet" for stem in manifest.stems)  # sorted: plan bytes as before
+    names = rd.shard_files("curated")
     missing = [n for n in names if not rd.exists("curated", n)]
     if missing:
         msg = (

@@ -195,13 +195,8 @@ def _run_fields(run: RunDir) -> tuple[str, str]:
 def _run_files(run: RunDir) -> tuple[list[str], list[str]]:
     """The embeddings and curated files of the run's shards: those of its manifest (a shard removed from the inputs
     is never read), or, for a run made before manifests, the folders' listings."""
-    manifest = run.manifest()
-    if manifest is None:
-        emb = [f for f in run.listdir("embeddings") if f.endswith(".parquet")]
-        cur = [f for f in run.listdir("curated") if f.endswith(".parquet")]
-        return emb, cur
-    names = sorted(f"{stem}.parquet" for stem in manifest.stems)
-    return [n for n in names if run.exists("embeddings", n)], [n for n in names if run.exists("curated", n)]
+    emb, cur = run.shard_files("embeddings"), run.shard_files("curated")
+    return [n for n in emb if run.exists("embeddings", n)], [n for n in cur if run.exists("curated", n)]
 
 
 def load_run_documents(
