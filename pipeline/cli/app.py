@@ -155,7 +155,7 @@ def _config(config, inputs, output, sets, workers, limit, seed) -> WinnowConfig:
     )
 
 
-def _summary(result) -> None:
+def _summary(result, storage_options: dict | None = None) -> None:
     """End-of-run summary on stderr: the stats of the stages that ran and (``executor.kind: slurm``) the jobs
     submitted, whose stages have not run yet."""
     if result.stages or not result.jobs:
@@ -166,16 +166,16 @@ def _summary(result) -> None:
         tail = f"{n_jobs} Slurm job(s) submitted; outputs in {result.run_dir} once they finish"
     else:
         tail = f"{result.seconds:,.1f}s wall; outputs in {result.run_dir}"
-        _prune_line(result)
+        _prune_line(result, storage_options)
     err.print(f"{len(result.shards)} shard(s), {tail}")
 
 
-def _prune_line(result) -> None:
+def _prune_line(result, storage_options: dict | None = None) -> None:
     """Which decision ran: the strategy, its target and (quality strategies) the selection."""
     if "prune" not in result.stages:
         return
     try:
-        summary = json.loads(RunDir(result.run_dir).read_text("prune.json"))
+        summary = json.loads(RunDir(result.run_dir, storage_options).read_text("prune.json"))
     except (OSError, ValueError):
         return
     target = "" if summary.get("target") is None else f", target {summary['target']:,} documents"
@@ -245,7 +245,7 @@ def _execute(
             cfg, stages, overwrite=overwrite, progress=False if no_progress else None, fail_on_reject=fail_on_reject
         )
     if not quiet:
-        _summary(result)
+        _summary(result, cfg.io.storage_options)
 
 
 def _stage_command(stages: list[str] | None, help_text: str):
