@@ -4,9 +4,10 @@ the per-shard stages does not grow with the corpus, only with shard and batch si
 Writes a synthetic corpus of ``--shards`` shards (jsonl and parquet, ``--docs`` documents each) and one ``--scale``
 times larger (more shards of the same size), runs every stage of ``winnow run`` in its own process with the local
 executor and one worker, and reads each process's peak resident set size from the kernel (``wait4``'s
-``ru_maxrss``: exact, no sampling). Per-shard stages (embed, assign, score, write) should stay flat; the global
-steps (fit, prune) and dedup (one unit per cluster bucket, which holds ``1/n_buckets`` of the corpus) grow with the
-corpus by design.
+``ru_maxrss``: exact, no sampling). Per-shard stages (embed, assign, score, write) should stay flat, and so should
+dedup: a unit is a cluster bucket, but it holds one cluster's vectors at a time plus at most
+``dedup.read_buffer_mib`` of read-ahead (issue 15), so its memory follows the largest cluster, not
+``1/n_buckets`` of the corpus. The global steps (fit, prune) grow with the corpus by design.
 
 Usage:
     python bench/memory.py                     # 4 vs 40 shards of 500 documents
@@ -26,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ["embed", "fit", "assign", "dedup", "score", "prune", "write"]
-PER_SHARD = {"embed", "assign", "score", "write"}
+STAGES = ["embed", "fit", "assign", "dedup", "score", "prune", "decide", "write"]
+PER_SHARD = {"embed", "assign", "score", "decide", "write"}
 WORDS = (
     "the a of to and in is was for on with as by at from that this it be are or an which river mountain engine "
     "library garden protein theorem market violin harbour glacier senate recipe pixel comet orchard bridge ledger "

@@ -67,6 +67,7 @@ class PruneContext:
     sims: np.ndarray | None = None
     dup: np.ndarray | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    _tie: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, frame: pl.DataFrame, cfg: WinnowConfig, centroids: np.ndarray | None) -> PruneContext:
@@ -80,6 +81,16 @@ class PruneContext:
     @property
     def n(self) -> int:
         return self.frame.height
+
+    @property
+    def tie(self) -> np.ndarray:
+        """The seeded ``row_hash`` of (stem, row) per row: the tie-break of every ranking."""
+        if self._tie is None:
+            if "stem" in self.frame.columns:
+                self._tie = row_hash(self.frame["stem"], self.frame["pos"], self.cfg.run.seed)
+            else:
+                self._tie = np.zeros(self.n, np.uint64)
+        return self._tie
 
     @property
     def idx(self) -> np.ndarray:
@@ -126,27 +137,49 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def row_hash(stems: pl.Series, pos: pl.Series, seed: int) -> np.ndarray:
+def stem_code(stem: str, seed: int, salt: str = "") -> int:
+    """The 64-bit code of one stem under ``seed`` (and ``salt``, which gives an independent hash)."""
+    key = f"{seed}:{salt}:{stem}" if salt else f"{seed}:{stem}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def row_hash(stems: pl.Series, pos: pl.Series, seed: int, salt: str = "") -> np.ndarray:
     """A seeded 64-bit hash of (stem, row) per document, stable across versions, platforms and shard orders.
 
     Breaks ties between equal scores (integer ratings tie often): a tie at the cut is then a seeded draw, not a
-    preference for earlier-named shards or earlier rows.
+    preference for earlier-named shards or earlier rows. ``salt`` gives another, independent hash (``random``'s draw).
     """
-    codes = {
-        stem: int.from_bytes(hashlib.blake2b(f"{seed}:{stem}".encode(), digest_size=8).digest(), "little")
-        for stem in stems.unique().to_list()
-    }
+    codes = {stem: stem_code(stem, seed, salt) for stem in stems.unique().to_list()}
     base = stems.replace_strict(codes, return_dtype=pl.UInt64).to_numpy()
     return _splitmix64(base ^ _splitmix64(pos.cast(pl.UInt64).to_numpy()))
 
 
-def take_top(score: np.ndarray, candidates: np.ndarray, count: int, largest: bool) -> np.ndarray:
-    """Indices of the ``count`` candidates with the largest (or smallest) score; ties by index."""
+def shard_row_hash(stem: str, n: int, seed: int, salt: str = "") -> np.ndarray:
+    """``row_hash`` of rows ``0 .. n-1`` of one shard."""
+    return _splitmix64(np.uint64(stem_code(stem, seed, salt)) ^ _splitmix64(np.arange(n, dtype=np.uint64)))
+
+
+def take_top(
+    score: np.ndarray, candidates: np.ndarray, count: int, largest: bool, tie: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the ``count`` candidates with the largest (or smallest) score; ties by ``tie`` (the seeded
+    ``row_hash``), then by index (the canonical order)."""
     if count <= 0 or len(candidates) == 0:
         return np.zeros(0, np.int64)
-    s = score[candidates].astype(np.float64)
-    order = np.lexsort((candidates, -s if largest else s))
+    s = score[candidates].astype(np.float64) + 0.0  # -0.0 ties with 0.0
+    t = tie[candidates] if tie is not None else np.zeros(len(candidates), np.uint64)
+    order = np.lexsort((candidates, t, -s if largest else s))
     return candidates[order[:count]]
+
+
+def stem_chunks(frame: pl.DataFrame) -> list[tuple[int, int]]:
+    """Row ranges of the canonical frame's shards (one range when it has no ``stem`` column)."""
+    if "stem" not in frame.columns or frame.height == 0:
+        return [(0, frame.height)]
+    stems = frame["stem"]
+    starts = np.flatnonzero((stems != stems.shift(1)).fill_null(True).to_numpy())
+    ends = np.r_[starts[1:], frame.height]
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def cluster_table(frame: pl.DataFrame, centroids: np.ndarray, survivors: np.ndarray, cfg: WinnowConfig):
@@ -156,7 +189,10 @@ def cluster_table(frame: pl.DataFrame, centroids: np.ndarray, survivors: np.ndar
     dist = frame["dist_to_centroid"].to_numpy().astype(np.float64)
     size = np.bincount(labels, minlength=k)
     size_s = np.bincount(labels[survivors], minlength=k)
-    sum_s = np.bincount(labels[survivors], weights=dist[survivors], minlength=k)
+    sum_s = np.zeros(k, np.float64)
+    for lo, hi in stem_chunks(frame):  # summed shard by shard, as the two-pass path does: the same bits
+        sl = survivors[lo:hi]
+        sum_s = sum_s + np.bincount(labels[lo:hi][sl], weights=dist[lo:hi][sl], minlength=k)
     with np.errstate(invalid="ignore", divide="ignore"):
         d_intra = np.where(size_s > 0, sum_s / np.maximum(size_s, 1), 0.0)
     d_int = d_inter(centroids, cfg.prune.dbp_neighbors)

@@ -1,4 +1,6 @@
-"""The prune stage: the registered strategy's keep decisions from the stored scores (one global unit)."""
+"""The prune stage: the global step of the keep decisions (statistics and cuts); ``decide`` applies them per shard.
+
+``write_outputs`` is the single-frame writer (every shard's decisions from one frame), kept for reference."""
 
 from __future__ import annotations
 
@@ -14,28 +16,37 @@ from winnow.clustering.semdedup import is_duplicate
 from winnow.core.stats import ShardStats
 from winnow.pipeline import prune as P
 from winnow.pipeline.prune import QUALITY_OUT, Decision
+from winnow.pipeline.prune.scores import RunSource
+from winnow.pipeline.prune.twopass import plan_decisions
 from winnow.pipeline.stages.base import Stage, register_stage
 
+#: the global step's plan (what every shard's decision reads) and the per-row result of single-frame strategies
+PLAN = "prune_plan.json"
+ROWS = "prune_rows.parquet"
 _PRUNE_KEYS = ["io", "embed", "cluster", "dedup", "score", "prune", "run.seed"]
 
 
 @register_stage(order=600)
 class PruneStage(Stage):
-    """Turns the stored scores into keep decisions for ``prune.strategy`` and its target.
+    """The global step of the decisions: small statistics and the cuts of ``prune.strategy`` (one global unit).
 
-    Writes ``decisions/<stem>.parquet`` (row-aligned with the shard's valid rows: id, cluster_id,
-    dist_to_centroid, dup_max_sim, dup_of, keep, drop_reason), ``cluster_stats.parquet`` and ``prune.json``.
-    Cheap: changing the strategy or the target reruns only this stage and ``write``.
+    Streams the stored numeric scores shard by shard (``prune.twopass``) and writes ``prune_plan.json`` (the target,
+    the per-cluster quotas, the cuts of every ranking), ``cluster_stats.parquet`` and ``prune.json``; the
+    ``decide`` stage then writes ``decisions/<stem>.parquet`` one shard per unit. A strategy without a two-pass form
+    (``quality``, ``dataman_level``) is decided here on a frame of its numeric and quality columns, and its per-row
+    result goes to ``prune_rows.parquet``. Cheap: changing the strategy or the target reruns only prune, decide and
+    write.
     """
 
     name = "prune"
     needs = ("embed",)
-    writes = ("decisions/<stem>.parquet", "cluster_stats.parquet", "prune.json")
-    optional_writes = ("cluster_stats.parquet",)  # strategies without clusters have none
+    writes = ("cluster_stats.parquet", "prune.json", PLAN, ROWS)
+    optional_writes = ("cluster_stats.parquet", ROWS)  # strategies without clusters / two-pass ones have none
     config_keys = _PRUNE_KEYS
     uses_shard_list = True
 
-    def process_unit(self, unit: str, stats: ShardStats) -> None:
+    def inputs(self) -> tuple[bool, bool, bool]:
+        """Which stored scores the decision reads: clusters, dedup, quality (required ones must be current)."""
         strategy = self.cfg.prune.strategy
         self.require("embed")
         have_clusters = all(self.run_dir.exists(f"assignments/{s.stem}.parquet") for s in self.shards)
@@ -55,18 +66,34 @@ class PruneStage(Stage):
             have_quality = True
         elif self.cfg.score.backend != "none":
             have_quality = self.completed("score")
-        frame = P.load_scores(
-            self.run_dir, self.shards, self.cfg.io.id_field, have_clusters, have_dedup, self.cfg.cluster.n_buckets,
-            quality=have_quality,
+        return have_clusters, have_dedup, have_quality
+
+    def process_unit(self, unit: str, stats: ShardStats) -> None:
+        clusters, dedup, quality = self.inputs()
+        for s in self.shards:  # made under the plan this unit replaces: never to be read as current
+            self.run_dir.remove(f"decisions/{s.stem}.parquet")
+        src = RunSource(
+            self.run_dir, self.shards, self.cfg.io.id_field, clusters, dedup, self.cfg.cluster.n_buckets,
+            self.cfg.run.seed, quality=quality,
         )  # fmt: skip
-        centroids = np.load(io.BytesIO(self.run_dir.read_bytes("centroids.npy"))) if have_clusters else None
-        result = P.decide(frame, self.cfg, centroids)
-        stats.input += result.n
-        stats.kept += result.kept
-        stats.dropped += result.n - result.kept
-        for reason, count in result.dropped_by_reason.items():
+        centroids = np.load(io.BytesIO(self.run_dir.read_bytes("centroids.npy"))) if clusters else None
+        plan = plan_decisions(src, self.cfg, centroids)
+        s = plan.summary
+        stats.input += s["n"]
+        stats.kept += s["kept"]
+        stats.dropped += s["n"] - s["kept"]
+        for reason, count in s["dropped_by_reason"].items():
             stats.count(f"dropped_{reason}", count)
-        write_outputs(self, frame, result)
+        self.run_dir.remove(ROWS)
+        if plan.rows is not None:
+            with self.writer(ROWS) as w:
+                w.write(_plain_strings(plan.rows.sort(["stem", "pos"]).to_arrow()))
+        if plan.cluster_stats is not None:
+            with self.writer("cluster_stats.parquet") as w:
+                w.write(plan.cluster_stats.to_arrow())
+        info = {**plan.to_json(), "clusters": clusters, "dedup": dedup, "quality": quality}
+        self.run_dir.write_text(PLAN, json.dumps(info))
+        self.run_dir.write_text("prune.json", json.dumps(s, indent=2))
 
 
 def write_outputs(stage: PruneStage, frame: pl.DataFrame, d: Decision) -> None:

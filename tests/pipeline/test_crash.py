@@ -42,9 +42,9 @@ SETS = [
 SHARDS = ["s0.jsonl", "s1.jsonl.gz", "s2.parquet", "s3.jsonl.zst"]
 STEMS = [s.split(".")[0] for s in SHARDS]
 N_DOCS = 24
-#: completion markers of a whole run: a unit per shard for read, embed, assign, score, write; 2 dedup buckets; fit,
-#: prune
-N_MARKERS = 5 * len(SHARDS) + 2 + 2
+#: completion markers of a whole run: a unit per shard for read, embed, assign, score, decide, write; 2 dedup
+#: buckets; fit, prune (no prefilter section: its stages have no units)
+N_MARKERS = 6 * len(SHARDS) + 2 + 2
 N_KILLS = 4
 PLAN = MixSection(budget_tokens=5_000, law={"a": 200.0})
 #: files whose content may differ between runs (timings, the invocation's config, datatrove's task logs)
@@ -123,7 +123,8 @@ def outputs_of(marker: str) -> list[str]:
         "assign": [f"assignments/{unit}.parquet"],
         "dedup": [f"dedup/{unit}.parquet"],
         "score": [f"quality/{unit}.parquet"],
-        "prune": ["cluster_stats.parquet", "prune.json", *[f"decisions/{s}.parquet" for s in STEMS]],
+        "prune": ["cluster_stats.parquet", "prune.json"],
+        "decide": [f"decisions/{unit}.parquet"],
         "write": [f"curated/{unit}.parquet"],
     }[stage]
 
@@ -241,7 +242,7 @@ def test_global_steps_are_idempotent(reference, tmp_path):
     shutil.copytree(reference.out, out)
     cfg = load_config(None, SETS, {"io.input": [str(reference.corpus)], "io.output": str(out)})
     before = {k: v for k, v in snapshot(out).items() if k.startswith(("centroids", "cluster_stats", "prune.json"))}
-    for stages in (["fit"], ["dedup"], ["prune"], ["fit", "assign", "dedup", "prune", "write"]):
+    for stages in (["fit"], ["dedup"], ["prune", "decide"], ["fit", "assign", "dedup", "prune", "decide", "write"]):
         run_pipeline(cfg, stages, overwrite=True, progress=False)
         assert deterministic(snapshot(out)) == reference.deterministic, stages
     assert {k: snapshot(out)[k] for k in before} == before

@@ -344,7 +344,7 @@ def test_deleted_and_truncated_intermediate_files_are_redone(tmp_path, capfd):
     lines = warnings_in(capfd)
     assert any("embed: s1 was complete" in line and "embeddings/s1.parquet is missing" in line for line in lines)
     assert any("assign: s2 was complete" in line and "assignments/s2.parquet is unreadable" in line for line in lines)
-    assert any("prune: all was complete" in line and "decisions/s0.parquet is unreadable" in line for line in lines)
+    assert any("decide: s0 was complete" in line and "decisions/s0.parquet is unreadable" in line for line in lines)
     assert snapshot(out) == before
 
 

@@ -38,6 +38,7 @@ from winnow.pipeline.stages import (
 from winnow.scorers.base import QUALITY_SCHEMA
 
 ALL = list(STAGES)
+PRUNE = ["prune", "decide", "write"]  # what `winnow prune` runs: the global step, the per-shard decisions, the output
 K = 4
 EPS = 0.05
 BASE_SETS = [
@@ -142,7 +143,8 @@ def stage_stats(out: Path, stage: str) -> dict:
 
 
 def marker_mtimes(out: Path, stage: str) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in (out / "completions" / stage).iterdir()}
+    folder = out / "completions" / stage
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() else {}
 
 
 def record_calls(monkeypatch, cls, method: str) -> list[str]:
@@ -161,12 +163,15 @@ def record_all(monkeypatch) -> dict[str, list[str]]:
     """Calls of every registered stage's unit method (a new stage missing here fails the tests that use this)."""
     return {
         "read": record_calls(monkeypatch, STAGES["read"].obj, "process_shard"),
+        "prefilter": record_calls(monkeypatch, STAGES["prefilter"].obj, "process_shard"),
+        "textdedup": record_calls(monkeypatch, STAGES["textdedup"].obj, "process_unit"),
         "embed": record_calls(monkeypatch, EmbedStage, "process_shard"),
         "fit": record_calls(monkeypatch, FitStage, "process_unit"),
         "assign": record_calls(monkeypatch, AssignStage, "process_shard"),
         "dedup": record_calls(monkeypatch, DedupStage, "process_unit"),
         "score": record_calls(monkeypatch, ScoreStage, "process_shard"),
         "prune": record_calls(monkeypatch, PruneStage, "process_unit"),
+        "decide": record_calls(monkeypatch, STAGES["decide"].obj, "process_shard"),
         "write": record_calls(monkeypatch, WriteStage, "process_shard"),
     }
 
@@ -307,7 +312,7 @@ TARGETS = [
 
 @pytest.mark.parametrize("sets, target", TARGETS, ids=[" ".join(s) for s, _ in TARGETS])
 def test_target_is_honoured_to_the_row(rerun, sets, target):
-    out = rerun(*sets, stages=["prune", "write"])
+    out = rerun(*sets, stages=PRUNE)
     f = curated(out)
     assert f.height == N_VALID
     assert int(f["keep"].sum()) == target
@@ -325,7 +330,7 @@ def test_target_fraction_rounds_to_the_nearest_row():
 
 
 def test_prototypicality_easy_keeps_the_smallest_distances(rerun):
-    f = curated(rerun("prune.strategy=prototypicality_easy", "prune.keep_fraction=0.37", stages=["prune", "write"]))
+    f = curated(rerun("prune.strategy=prototypicality_easy", "prune.keep_fraction=0.37", stages=PRUNE))
     dist = f["dist_to_centroid"].to_numpy().astype(np.float64)
     keep = f["keep"].to_numpy()
     assert dist[keep].max() <= dist[~keep].min()
@@ -335,7 +340,7 @@ def test_prototypicality_easy_keeps_the_smallest_distances(rerun):
 
 
 def test_prototypicality_hard_keeps_the_largest_distances(rerun):
-    f = curated(rerun("prune.strategy=prototypicality_hard", "prune.keep_count=50", stages=["prune", "write"]))
+    f = curated(rerun("prune.strategy=prototypicality_hard", "prune.keep_count=50", stages=PRUNE))
     dist = f["dist_to_centroid"].to_numpy().astype(np.float64)
     keep = f["keep"].to_numpy()
     assert dist[keep].min() >= dist[~keep].max()
@@ -346,7 +351,7 @@ def test_prototypicality_hard_keeps_the_largest_distances(rerun):
 def test_prototypicality_balance_gives_every_cluster_its_floor(rerun, strategy):
     target, balance = 36, 1.0
     f = curated(rerun(f"prune.strategy={strategy}", "prune.keep_count=36", f"prune.balance={balance}",
-                      stages=["prune", "write"]))  # fmt: skip
+                      stages=PRUNE))  # fmt: skip
     floor_share = math.floor(balance * target / K)  # 9
     counts = f.group_by("cluster_id").agg(kept=pl.col("keep").sum(), size=pl.len())
     for row in counts.iter_rows(named=True):
@@ -359,13 +364,13 @@ def test_prototypicality_balance_gives_every_cluster_its_floor(rerun, strategy):
         if len(kept) and len(dropped):
             assert (kept.min() >= dropped.max()) if hard else (kept.max() <= dropped.min())
     # unbalanced, the same target starves some cluster below its floor (or the test says nothing)
-    unbalanced = curated(rerun(f"prune.strategy={strategy}", "prune.keep_count=36", stages=["prune", "write"]))
+    unbalanced = curated(rerun(f"prune.strategy={strategy}", "prune.keep_count=36", stages=PRUNE))
     per = unbalanced.group_by("cluster_id").agg(kept=pl.col("keep").sum(), size=pl.len())
     assert any(r["kept"] < min(floor_share, r["size"]) for r in per.iter_rows(named=True))
 
 
 def test_semdedup_with_target_keeps_the_least_duplicated(rerun):
-    f = curated(rerun("prune.strategy=semdedup", "prune.keep_fraction=0.37", stages=["prune", "write"]))
+    f = curated(rerun("prune.strategy=semdedup", "prune.keep_fraction=0.37", stages=PRUNE))
     score = np.nan_to_num(f["dup_max_sim"].to_numpy().astype(np.float64), nan=-np.inf)
     keep = f["keep"].to_numpy()
     assert score[keep].max() <= score[~keep].min()
@@ -377,7 +382,7 @@ def test_semdedup_with_target_keeps_the_least_duplicated(rerun):
 
 
 def test_dbp_quotas(rerun):
-    out = rerun("prune.strategy=dbp", "prune.keep_fraction=0.37", stages=["prune", "write"])
+    out = rerun("prune.strategy=dbp", "prune.keep_fraction=0.37", stages=PRUNE)
     target = target_of(0.37)
     f = curated(out)
     stats = pl.read_parquet(out / "cluster_stats.parquet").sort("cluster_id")
@@ -411,7 +416,7 @@ def test_dbp_quotas(rerun):
 
 
 def test_dbp_target_above_the_survivors_keeps_them_all(rerun):
-    f = curated(rerun("prune.strategy=dbp", "prune.keep_fraction=0.98", stages=["prune", "write"]))
+    f = curated(rerun("prune.strategy=dbp", "prune.keep_fraction=0.98", stages=PRUNE))
     dup = dup_mask(f)
     keep = f["keep"].to_numpy()
     assert int(keep.sum()) == target_of(0.98)
@@ -419,14 +424,14 @@ def test_dbp_target_above_the_survivors_keeps_them_all(rerun):
 
 
 def test_random_is_seeded(rerun):
-    a = curated(rerun("prune.strategy=random", "prune.keep_fraction=0.5", stages=["prune", "write"]))["keep"]
-    b = curated(rerun("prune.strategy=random", "prune.keep_count=60", stages=["prune", "write"]))["keep"]
+    a = curated(rerun("prune.strategy=random", "prune.keep_fraction=0.5", stages=PRUNE))["keep"]
+    b = curated(rerun("prune.strategy=random", "prune.keep_count=60", stages=PRUNE))["keep"]
     assert a.equals(b)  # the same target, the same seed: the same draw
 
 
 def test_keep_count_above_the_documents_is_an_error(rerun):
     with pytest.raises(ShardError, match="keep_count=500"):
-        rerun("prune.strategy=random", "prune.keep_count=500", stages=["prune", "write"])
+        rerun("prune.strategy=random", "prune.keep_count=500", stages=PRUNE)
 
 
 # -- reruns, determinism, prerequisites -----------------------------------------------------------------------------
@@ -460,12 +465,13 @@ def test_changing_only_prune_reruns_only_prune_and_write(base, rerun, monkeypatc
     out = rerun(*sets)  # every stage asked for, as `winnow run` does
     seconds = time.perf_counter() - t0
     assert calls == {
-        "read": [], "embed": [], "fit": [], "assign": [], "dedup": [], "score": [], "prune": ["all"], "write": STEMS,
+        "read": [], "prefilter": [], "textdedup": [], "embed": [], "fit": [], "assign": [], "dedup": [], "score": [],
+        "prune": ["all"], "decide": STEMS, "write": STEMS,
     }  # fmt: skip
     after = {s: marker_mtimes(out, s) for s in ALL}
     for s in ("read", "embed", "fit", "assign", "dedup", "score"):
         assert after[s] == out_before[s], s  # copytree keeps mtimes: untouched
-    for s in ("prune", "write"):
+    for s in ("prune", "decide", "write"):
         assert all(after[s][u] > out_before[s][u] for u in after[s]), s
     assert seconds < max(10.0, 0.5 * base.seconds)
     check_books(out)
@@ -480,7 +486,7 @@ def test_a_second_identical_run_does_nothing(rerun, monkeypatch):
 def test_missing_prerequisite_names_the_stage_to_run(base, tmp_path):
     out = tmp_path / "fresh"
     with pytest.raises(ShardError) as info:
-        run(base.corpus, out, "prune.strategy=dbp", "prune.keep_fraction=0.5", stages=["prune", "write"])
+        run(base.corpus, out, "prune.strategy=dbp", "prune.keep_fraction=0.5", stages=PRUNE)
     assert "winnow embed" in str(info.value)
     assert not (out / "curated").exists()
     assert (out / "failures" / "prune" / "all.json").is_file()
@@ -491,9 +497,9 @@ def test_missing_dedup_names_dedup(base, tmp_path):
     shutil.copytree(base.out, out)
     shutil.rmtree(out / "completions" / "dedup")
     with pytest.raises(ShardError, match="winnow dedup"):
-        run(base.corpus, out, "prune.strategy=dbp", "prune.keep_fraction=0.5", stages=["prune", "write"])
+        run(base.corpus, out, "prune.strategy=dbp", "prune.keep_fraction=0.5", stages=PRUNE)
     # a strategy that needs no dedup still works, without the dedup columns
-    run(base.corpus, out, "prune.strategy=random", "prune.keep_fraction=0.5", stages=["prune", "write"])
+    run(base.corpus, out, "prune.strategy=random", "prune.keep_fraction=0.5", stages=PRUNE)
     f = curated(out)
     assert "dup_max_sim" not in f.columns and "cluster_id" in f.columns
     assert int(f["keep"].sum()) == 60
@@ -505,15 +511,15 @@ def test_stale_assignments_name_the_cluster_stages(base, tmp_path):
     # another k: fit, assign and dedup are stale for this config
     with pytest.raises(ShardError, match=r"winnow (fit|assign)"):
         run(base.corpus, out, "cluster.k=3", "prune.strategy=prototypicality_easy", "prune.keep_count=10",
-            stages=["prune", "write"])  # fmt: skip
+            stages=PRUNE)  # fmt: skip
 
 
 def test_overwrite_redoes_everything(base, rerun, monkeypatch):
     calls = record_all(monkeypatch)
     out = rerun(overwrite=True)
-    assert calls == {
-        "read": STEMS, "embed": STEMS, "fit": ["all"], "assign": STEMS, "dedup": ["00000", "00001"], "score": STEMS,
-        "prune": ["all"], "write": STEMS,
+    assert calls == {  # no prefilter section: the pre-filter stages have no units
+        "read": STEMS, "prefilter": [], "textdedup": [], "embed": STEMS, "fit": ["all"], "assign": STEMS,
+        "dedup": ["00000", "00001"], "score": STEMS, "prune": ["all"], "decide": STEMS, "write": STEMS,
     }  # fmt: skip
     assert curated_bytes(out) == base.files
 
@@ -819,7 +825,7 @@ def n_words(out: Path) -> np.ndarray:
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])
 def test_quality_strategy_end_to_end(rerun, fraction):
-    out = rerun("prune.strategy=quality", f"prune.keep_fraction={fraction}", stages=["prune", "write"])
+    out = rerun("prune.strategy=quality", f"prune.keep_fraction={fraction}", stages=PRUNE)
     f = curated(out)
     assert f.height == N_VALID
     keep, repeat = f["keep"].to_numpy(), f["repeat"].to_numpy()
@@ -839,7 +845,7 @@ def test_quality_strategy_end_to_end(rerun, fraction):
 def test_dataman_level_end_to_end(base, rerun):
     level = int(base.frame["quality_overall"].drop_nulls().mode().sort()[0])
     out = rerun("prune.strategy=dataman_level", f"prune.dataman_level={level}", "prune.keep_fraction=0.5",
-                stages=["prune", "write"])  # fmt: skip
+                stages=PRUNE)  # fmt: skip
     f = curated(out)
     keep, repeat = f["keep"].to_numpy(), f["repeat"].to_numpy()
     assert (f.filter(pl.col("keep"))["quality_overall"] == level).all()

@@ -1,0 +1,148 @@
+"""Peak memory and time of the prune decisions, single-frame (before issue 15) against two-pass (after).
+
+Writes a synthetic run directory with what prune reads, without embedding anything: ``assignments/<stem>.parquet``
+(id, cluster_id, dist_to_centroid; shards of ``--shard-docs``), ``dedup/<bucket>.parquet`` (stem, pos,
+dup_max_sim with 5% near-duplicates and one null per cluster, dup_nn_id) and ``centroids.npy`` (k random unit
+vectors of dimension 384), then runs, each in its own process (peak RSS from ``getrusage``'s ``ru_maxrss``):
+- ``single``: ``load_scores`` + ``decide`` over one frame of every document (the old global step, without its
+  per-shard output loop, so a lower bound of the old stage);
+- ``global``: ``plan_decisions`` over ``RunSource`` (the new prune step: statistics and cuts, streamed by shard);
+- ``unit``: one shard's decision as the ``decide`` stage makes it (its rows, its dedup rows, ``apply_plan``).
+
+Usage:
+    python bench/prune_memory.py --docs 1000000 --k 1000 --strategy dbp
+    python bench/prune_memory.py --docs 10000000 --k 10000 --buckets 200 --json bench/out/prune_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+
+def make_run(root: Path, docs: int, shard_docs: int, k: int, buckets: int, seed: int = 0) -> list[str]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    (root / "assignments").mkdir(parents=True)
+    (root / "dedup").mkdir()
+    cent = rng.standard_normal((k, 384)).astype(np.float32)
+    np.save(root / "centroids.npy", cent / np.linalg.norm(cent, axis=1, keepdims=True))
+    stems, parts = [], {b: [] for b in range(buckets)}
+    for s in range(0, docs, shard_docs):
+        stem = f"shard{s // shard_docs:05d}"
+        n = min(shard_docs, docs - s)
+        ids = pa.array([f"{stem}-{i}" for i in range(n)])
+        labels = rng.integers(0, k, n).astype(np.int32)
+        dist = rng.gamma(4.0, 0.08, n).astype(np.float32)
+        pq.write_table(
+            pa.table({"id": ids, "cluster_id": labels, "dist_to_centroid": dist}),
+            root / "assignments" / f"{stem}.parquet",
+        )
+        sims = np.where(rng.random(n) < 0.05, rng.uniform(0.95, 1.0, n), rng.uniform(0.2, 0.9, n)).astype(np.float32)
+        sims[np.unique(labels, return_index=True)[1]] = np.nan  # the top-ranked member of each cluster
+        nn = np.where(np.isnan(sims), None, ids.to_numpy(zero_copy_only=False)[rng.integers(0, n, n)])
+        for b in range(buckets):
+            sel = np.flatnonzero(labels % buckets == b)
+            parts[b].append(
+                pa.table({
+                    "stem": pa.array([stem] * len(sel)), "pos": pa.array(sel.astype(np.int64)),
+                    "dup_max_sim": pa.array(sims[sel], mask=np.isnan(sims[sel])),
+                    "dup_nn_id": pa.array(nn[sel].tolist(), pa.string()),
+                })
+            )  # fmt: skip
+        stems.append(stem)
+    for b, ts in parts.items():
+        pq.write_table(pa.concat_tables(ts), root / "dedup" / f"{b:05d}.parquet")
+    return stems
+
+
+def measure(mode: str, root: str, stems: list[str], k: int, buckets: int, strategy: str) -> dict:
+    import io
+
+    import numpy as np
+
+    from winnow.core.rundir import RunDir
+    from winnow.pipeline.config import load_config
+    from winnow.pipeline.prune import decide, load_scores
+    from winnow.pipeline.prune.scores import RunSource
+    from winnow.pipeline.prune.twopass import Plan, apply_plan, plan_decisions
+
+    sets = [f"cluster.k={k}", f"cluster.n_buckets={buckets}", f"prune.strategy={strategy}", "prune.keep_fraction=0.5"]
+    cfg = load_config(None, sets, {"io.input": ["unused"], "io.output": root})
+    run = RunDir(root)
+    shards = [SimpleNamespace(stem=s) for s in stems]
+    cent = np.load(io.BytesIO(run.read_bytes("centroids.npy")))
+    t0 = time.perf_counter()
+    if mode == "single":
+        frame = load_scores(run, shards, "id", True, True, buckets)
+        kept = decide(frame, cfg, cent).kept
+    elif mode == "global":
+        src = RunSource(run, shards, "id", True, True, buckets, cfg.run.seed)
+        plan = plan_decisions(src, cfg, cent)
+        kept = plan.summary["kept"]
+        Path(root, "plan.json").write_text(json.dumps(plan.to_json()))
+    else:  # one shard's decision, from the plan the global run saved
+        plan = Plan.from_json(json.loads(Path(root, "plan.json").read_text()))
+        src = RunSource(run, shards, "id", True, True, buckets, cfg.run.seed)
+        rows = src.rows(stems[0])
+        sims, nn = src.shard_sims(stems[0], rows.height)
+        keep, _reason, _ = apply_plan(plan, cfg, src.scores(stems[0], rows, sims))
+        kept = int(keep.sum())
+    return {"seconds": time.perf_counter() - t0, "kept": kept}
+
+
+def child(args: argparse.Namespace) -> None:
+    stems = json.loads(Path(args.root, "stems.json").read_text())
+    out = measure(args.mode, args.root, stems, args.k, args.buckets, args.strategy)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=1_000_000)
+    ap.add_argument("--shard-docs", type=int, default=100_000)
+    ap.add_argument("--k", type=int, default=1000)
+    ap.add_argument("--buckets", type=int, default=20)
+    ap.add_argument("--strategy", default="dbp")
+    ap.add_argument("--modes", default="single,global,unit")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode:
+        return child(args)
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="prune_memory_")) / f"run{args.docs}"
+    if not (root / "stems.json").exists():
+        t0 = time.perf_counter()
+        stems = make_run(root, args.docs, args.shard_docs, args.k, args.buckets)
+        (root / "stems.json").write_text(json.dumps(stems))
+        print(f"synthetic run {root}: {args.docs:,} documents in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    results = {}
+    for mode in args.modes.split(","):
+        cmd = [sys.executable, __file__, "--mode", mode, "--root", str(root), "--k", str(args.k),
+               "--buckets", str(args.buckets), "--strategy", args.strategy]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{mode}: {results[mode]}", file=sys.stderr)
+    info = {"docs": args.docs, "shard_docs": args.shard_docs, "k": args.k, "buckets": args.buckets,
+            "strategy": args.strategy, "results": results}  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(info, indent=2))
+    print(json.dumps(info))
+
+
+if __name__ == "__main__":
+    main()
