@@ -34,8 +34,19 @@ The model and the corpora are built in child processes: a child's ``ru_maxrss`` 
 (the kernel keeps the high-water mark across fork and exec), so this process stays small (its own peak is recorded
 as ``bench_process_max_rss_mib``; every stage's peak is at least that).
 
+Bring your own embeddings (``--embeddings synthetic``): no model at all. Next to each corpus the script writes one
+parquet file of vectors per shard (``id``, ``embedding``: 384 float32, the layout of winnow's own ``embeddings/``)
+and runs with ``embed.source`` pointing at them, so embed only copies, checks and normalises them, and 1M or 10M
+documents cost minutes. The vectors: one of ``--topics`` random unit centres per document plus noise (members of a
+topic have cosine about 0.5), and ``--dup-fraction`` of them near-copies of an earlier document of their shard at a
+cosine spread evenly over about 0.89-1 (so SemDeDup's threshold at 0.95 has pairs on both sides of it).
+``--stages`` runs only some stages (e.g. ``embed,fit,assign,dedup``); ``--summary`` writes
+``{size: {stage: {docs_per_s, peak_rss_mib}}}``.
+
 Usage:
     python bench/scaling.py --sizes 10000                               # a quick check
+    python bench/scaling.py --embeddings synthetic --sizes 1000000 --stages embed,fit,assign,dedup \
+        --mean-words 12 --workdir /tmp/scaling-byo --json bench/out/scaling-byo.json --summary bench/out/summary.json
     python bench/scaling.py --workdir /tmp/scaling --json bench/out/scaling.json --markdown
     python bench/scaling.py --model bundled --device auto --threads 16    # on a GPU machine
     python bench/scaling.py --render bench/out/scaling.json             # the tables again from the JSON
@@ -130,6 +141,37 @@ class TextGenerator:
         words[first] = [w.capitalize() for w in words[first]]
         tokens = words + sep
         return ["".join(tokens[a : a + ln]).rstrip() for a, ln in zip(starts, lens, strict=True)]
+
+
+def write_vectors(folder: Path, n: int, shard_docs: int, topics: int, dup_fraction: float, seed: int, dim: int = 384):
+    """Bring-your-own embeddings for the corpus of ``n`` documents: ``<folder>/shardNNNNN.parquet`` with the ids of
+    ``write_corpus`` and an ``embedding`` column (see the module docstring); shard i is the same at every size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    centres = np.random.default_rng([seed, 5]).standard_normal((topics, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    for s, lo in enumerate(range(0, n, shard_docs)):
+        m = min(shard_docs, n - lo)
+        rng = np.random.default_rng([seed, 6, s])
+        noise = rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        vecs = centres[rng.integers(0, topics, m)] + noise  # cosine about 0.5 within a topic
+        dup = np.flatnonzero(rng.random(m) < dup_fraction)
+        dup = dup[dup > 0]
+        src = (rng.random(len(dup)) * dup).astype(np.int64)
+        scale = rng.uniform(0.0, 0.5, len(dup)).astype(np.float32) * np.linalg.norm(vecs[src], axis=1)
+        vecs[dup] = vecs[src] + scale[:, None] * noise[dup] / np.linalg.norm(noise[dup], axis=1, keepdims=True)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        flat = pa.array(vecs.ravel(), pa.float32())
+        table = pa.table(
+            {
+                "id": [f"doc-{i:09d}" for i in range(lo, lo + m)],
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+            }
+        )
+        pq.write_table(table, folder / f"shard{s:05d}.parquet")
+    return {"vectors": str(folder), "vector_bytes": sum(f.stat().st_size for f in folder.iterdir())}
 
 
 def write_corpus(folder: Path, n: int, shard_docs: int, gen: TextGenerator) -> dict:
@@ -249,6 +291,17 @@ def stage_stats(out: Path, stage: str) -> dict:
     return {"unit_seconds": seconds, "units": units, "counters": counters}
 
 
+def summary(info: dict) -> dict:
+    """``{size: {stage: {docs_per_s, peak_rss_mib}}}`` (docs/s over the stage process's wall time)."""
+    return {
+        str(size["n"]): {
+            stage: {"docs_per_s": round(size["n"] / r["seconds"], 1), "peak_rss_mib": round(r["peak_rss_mib"], 1)}
+            for stage, r in size["stages"].items()
+        }
+        for size in info["sizes"]
+    }
+
+
 def machine() -> dict:
     cpu = ""
     try:
@@ -337,6 +390,10 @@ def _prepare(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     gen = TextGenerator(args.topics, args.mean_words, args.dup_fraction, args.seed)
     c = write_corpus(corpus, n, args.shard_docs, gen)
+    if args.embeddings == "synthetic":
+        vectors = work / f"vectors-{n}"
+        shutil.rmtree(vectors, ignore_errors=True)
+        c.update(write_vectors(vectors, n, args.shard_docs, args.topics, args.dup_fraction, args.seed))
     c["seconds"] = time.perf_counter() - t0
     return c
 
@@ -346,6 +403,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000,1000000", help="corpus sizes in documents, comma-separated")
     ap.add_argument("--shard-docs", type=int, default=10_000, help="documents per shard (the same at every size)")
     ap.add_argument("--model", default="tiny", help="tiny (built here, the default), bundled (MiniLM) or a model dir")
+    ap.add_argument(
+        "--embeddings", default="model", choices=["model", "synthetic"],
+        help="model: embed the texts; synthetic: bring your own (synthetic) vectors with embed.source, no model",
+    )  # fmt: skip
+    ap.add_argument("--stages", default=",".join(STAGES), help="the stages to run, comma-separated, in order")
+    ap.add_argument("--summary", help="write {size: {stage: {docs_per_s, peak_rss_mib}}} here")
+    ap.add_argument("--set", action="append", default=[], help="more --set overrides for every stage (repeatable)")
     ap.add_argument("--tiny-hidden", type=int, default=64)
     ap.add_argument("--tiny-layers", type=int, default=1)
     ap.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda"], help="embed.device, cluster.device")
@@ -393,9 +457,11 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     def save() -> None:
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(info, indent=2))
+        info["summary"] = summary(info)
+        for path, data in ((args.json, info), (args.summary, info["summary"])):
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).write_text(json.dumps(data, indent=2))
 
     def prepare(what: str) -> dict:
         # in a child: a child's ru_maxrss starts at this process's peak (the kernel keeps the high-water mark
@@ -409,7 +475,10 @@ def main() -> None:
 
     try:
         info["machine"] = prepare("machine")  # imports torch: not in this process
-        if args.model == "tiny":
+        if args.embeddings == "synthetic":
+            model = "bundled"  # never loaded: embed.source brings the vectors
+            info["model"] = "none: synthetic vectors brought with embed.source"
+        elif args.model == "tiny":
             model = prepare("model")["model"]
             info["model"] = f"tiny: BERT, {args.tiny_layers} layer(s), hidden {args.tiny_hidden}, MiniLM tokenizer"
         else:
@@ -421,6 +490,9 @@ def main() -> None:
             corpus = work / f"corpus-{n}"
             c = prepare(str(n))
             s = settings(n, args, model)
+            if args.embeddings == "synthetic":
+                s["sets"].append(f"embed.source={c['vectors']}")
+            s["sets"] += args.set
             size = {"n": n, "corpus": c, **s, "stages": {}}
             info["sizes"].append(size)
             say(
@@ -428,7 +500,7 @@ def main() -> None:
                 f"written in {c['seconds']:.0f}s; k={s['k']}, n_buckets={s['n_buckets']}, "
                 f"fit_fraction={s['fit_fraction']}; --set {' '.join(s['sets'])}"
             )
-            for stage in STAGES:
+            for stage in args.stages.split(","):
                 info["bench_process_max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 load0 = os.getloadavg()[0]
                 r = run_stage(stage, corpus, out, s["sets"], log=log)

@@ -853,3 +853,21 @@ def write_rejects(url: str, rejects: list[dict[str, Any]], metadata: dict[str, s
 def is_bert_whitespace(ch: str) -> bool:
     """Whitespace as the BERT basic tokenizer splits on it (space, tab, newline, CR, Unicode Zs)."""
     return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+
+
+class VectorWriter(AtomicParquetWriter):
+    """An ``AtomicParquetWriter`` for a file with an ``embedding`` column: its values are written without a
+    dictionary, and float32 ones in ``BYTE_STREAM_SPLIT`` encoding. Vectors hardly repeat a value, so a dictionary
+    only costs: in row groups of a few hundred rows every value fits in the dictionary page, and a bucket file was
+    1.6x the size of plain values; split bytes let zstd compress the exponents (bench/RESULTS.md, issue 15).
+    Used for ``embeddings/`` and ``buckets/``."""
+
+    def _open(self, schema: pa.Schema) -> None:
+        self.schema = schema.with_metadata(self.metadata)
+        self._file = self.fs.open(self.tmp_path, "wb")
+        vector = schema.field("embedding").type
+        split = {"embedding.list.element": "BYTE_STREAM_SPLIT"} if vector.value_type == pa.float32() else None
+        others = [f.name for f in schema if f.name != "embedding"]
+        self._writer = pq.ParquetWriter(
+            self._file, self.schema, compression=self.compression, use_dictionary=others, column_encoding=split
+        )

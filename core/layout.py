@@ -38,11 +38,38 @@ def read_parquet(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.
     Raises:
         CurationError: the file is missing or unreadable (truncated, not parquet); the message names it.
     """
+    return read_row_groups(run, rel, None, columns)
+
+
+def parquet_metadata(run: RunDir, rel: str) -> pq.FileMetaData:
+    """The footer of ``<run>/<rel>`` (row groups, their sizes and column statistics); errors as ``read_parquet``."""
     try:
         with run.fs.open(run._p(rel), "rb") as f:
-            return pq.read_table(f, columns=columns)
+            return pq.ParquetFile(f).metadata
     except (pa.ArrowInvalid, OSError) as e:
-        what = "missing" if isinstance(e, FileNotFoundError) else f"unreadable ({type(e).__name__}: {e})"
-        raise CurationError(
-            f"{run.url_of(rel)}: {what}; rerun `winnow run` (a unit whose output is missing or unreadable is redone)"
-        ) from e
+        raise _unreadable(run, rel, e) from e
+
+
+def read_row_groups(
+    run: RunDir,
+    rel: str,
+    groups: list[int] | None,
+    columns: list[str] | None = None,
+    metadata: pq.FileMetaData | None = None,
+) -> pa.Table:
+    """The row groups ``groups`` (``None``: all) of ``<run>/<rel>``; ``metadata`` (its footer) spares reading it
+    again. Errors as ``read_parquet``."""
+    try:
+        with run.fs.open(run._p(rel), "rb") as f:
+            if groups is None:
+                return pq.read_table(f, columns=columns)
+            return pq.ParquetFile(f, metadata=metadata).read_row_groups(groups, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise _unreadable(run, rel, e) from e
+
+
+def _unreadable(run: RunDir, rel: str, e: Exception) -> CurationError:
+    what = "missing" if isinstance(e, FileNotFoundError) else f"unreadable ({type(e).__name__}: {e})"
+    return CurationError(
+        f"{run.url_of(rel)}: {what}; rerun `winnow run` (a unit whose output is missing or unreadable is redone)"
+    )

@@ -11,13 +11,15 @@ import pyarrow as pa
 from loguru import logger
 
 from winnow.clustering.kmeans import SphericalKMeans, assign
-from winnow.core.io import Shard
-from winnow.core.layout import arrow_to_vectors, bucket_name, read_parquet
+from winnow.core.io import Shard, VectorWriter
+from winnow.core.layout import arrow_to_vectors, bucket_name, read_parquet, vectors_to_arrow
 from winnow.core.stats import ShardStats
 from winnow.pipeline.config import WinnowConfig
 from winnow.pipeline.stages.base import ShardStage, Stage, register_stage
 
 _CLUSTER_KEYS = ["io", "embed", "cluster", "run.seed"]
+#: assign also writes SemDeDup's copy of the vectors, in ``dedup.bucket_dtype``
+_ASSIGN_KEYS = [*_CLUSTER_KEYS, "dedup.bucket_dtype", "dedup.read_buffer_mib"]
 
 
 def fit_hashes(ids: list[str], seed: int) -> np.ndarray:
@@ -97,7 +99,21 @@ class FitStage(Stage):
         )
 
 
+def pack_clusters(starts: np.ndarray, ends: np.ndarray, min_rows: int) -> list[tuple[int, int]]:
+    """Row ranges of consecutive whole clusters (``starts[i]:ends[i]``, adjacent), each closed once it holds
+    ``min_rows`` rows; the last holds what is left."""
+    groups, first, rows = [], 0, 0
+    for i in range(len(starts)):
+        rows += int(ends[i] - starts[i])
+        if rows >= min_rows or i == len(starts) - 1:
+            groups.append((int(starts[first]), int(ends[i])))
+            first, rows = i + 1, 0
+    return groups
+
+
 ASSIGN_SCHEMA_FIELDS = [("cluster_id", pa.int32()), ("dist_to_centroid", pa.float32())]
+#: the value type of the bucket copy's vectors per ``dedup.bucket_dtype``
+BUCKET_VALUE_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 
 @register_stage(order=300)
@@ -106,18 +122,36 @@ class AssignStage(ShardStage):
 
     Writes ``assignments/<stem>.parquet`` (id, cluster_id, dist_to_centroid; row-aligned with the embeddings)
     and, for SemDeDup, ``buckets/<bucket>/<stem>.parquet`` (stem, pos, id, cluster_id, dist_to_centroid,
-    embedding) with ``bucket = cluster_id % cluster.n_buckets``.
+    embedding) with ``bucket = cluster_id % cluster.n_buckets``. A bucket file is sorted by (cluster_id, pos), and
+    a row group ends only where a cluster does, once it holds ``group_rows`` rows (``dedup.read_buffer_mib``
+    shared among the shards), so the dedup stage reads each file front to back, one cluster at a time, holding at
+    most one row group per file. Its vectors are ``dedup.bucket_dtype``.
     """
 
     name = "assign"
     needs = ("fit",)
     writes = ("assignments/<stem>.parquet", "buckets/<bucket>/<stem>.parquet")
-    config_keys = _CLUSTER_KEYS
+    config_keys = _ASSIGN_KEYS
     uses_shard_list = True
 
     def setup(self) -> None:
         self.require("fit")
         self.centroids = np.load(io.BytesIO(self.run_dir.read_bytes("centroids.npy")))
+
+    def vector_writer(self, rel: str) -> VectorWriter:
+        """``writer`` for a file with vectors (``VectorWriter``)."""
+        io_ = self.cfg.io
+        return VectorWriter(
+            self.run_dir.url_of(rel), None, self.provenance(), compression=io_.compression,
+            row_group_size=io_.row_group_size, storage_options=io_.storage_options,
+        )  # fmt: skip
+
+    def group_rows(self, vector_type: pa.FixedSizeListType) -> int:
+        """Rows after which a bucket file's row group may end (at a cluster's end): ``dedup.read_buffer_mib`` of
+        vectors shared among the shards, since a dedup unit holds one row group of each shard's file; 1 (a row group
+        per cluster) at 0."""
+        row_bytes = vector_type.list_size * vector_type.value_type.byte_width
+        return max(1, self.cfg.dedup.read_buffer_mib * 2**20 // (row_bytes * max(1, len(self.shards))))
 
     def process_shard(self, shard: Shard, stats: ShardStats) -> None:
         cc = self.cfg.cluster
@@ -135,21 +169,30 @@ class AssignStage(ShardStage):
         )
         with self.writer(f"assignments/{shard.stem}.parquet") as w:
             w.write(out)
-        pos = np.arange(n, dtype=np.int64)
         buckets = labels % cc.n_buckets
-        for b in np.unique(buckets):
-            sel = np.flatnonzero(buckets == b)
-            part = pa.table(
-                {
-                    "stem": pa.array([shard.stem] * len(sel), pa.string()),
-                    "pos": pa.array(pos[sel]),
-                    id_f: ids.take(pa.array(sel)),
-                    "cluster_id": pa.array(labels[sel], pa.int32()),
-                    "dist_to_centroid": pa.array(dist[sel], pa.float32()),
-                    "embedding": table.column("embedding").take(pa.array(sel)),
-                }
-            )
-            with self.writer(f"buckets/{bucket_name(int(b))}/{shard.stem}.parquet") as w:
-                w.write(part)
+        order = np.lexsort((labels, buckets))  # by bucket, cluster, then position (a stable sort)
+        sorted_labels = labels[order]
+        value_type = BUCKET_VALUE_TYPES[self.cfg.dedup.bucket_dtype]
+        part = pa.table(
+            {
+                "stem": pa.array([shard.stem] * n, pa.string()),
+                "pos": pa.array(order.astype(np.int64)),
+                id_f: ids.take(pa.array(order)),
+                "cluster_id": pa.array(sorted_labels, pa.int32()),
+                "dist_to_centroid": pa.array(dist[order], pa.float32()),
+                "embedding": vectors_to_arrow(vecs[order], value_type),
+            }
+        )
+        del table, vecs
         stats.input += n
         stats.kept += n
+        if n == 0:  # every row rejected or pre-filtered: no bucket file (dedup reads none for this shard)
+            return
+        starts = np.flatnonzero(np.r_[True, np.diff(sorted_labels) != 0])  # each cluster's first row
+        ends = np.r_[starts[1:], n]
+        cluster_bucket = sorted_labels[starts] % cc.n_buckets
+        min_rows = self.group_rows(part.column("embedding").type)
+        for b in np.unique(cluster_bucket):
+            with self.vector_writer(f"buckets/{bucket_name(int(b))}/{shard.stem}.parquet") as w:
+                for lo, hi in pack_clusters(starts[cluster_bucket == b], ends[cluster_bucket == b], min_rows):
+                    w.write(part.slice(lo, hi - lo))  # one write, one row group (or more if over io.row_group_size)
