@@ -5,7 +5,8 @@ Needs a run directory with embeddings, clusters, SemDeDup and quality scores, e.
     winnow run -c configs/quickstart.yaml -i ../shared/data/nltk_data --output /tmp/nltkrun \\
         --set cluster.k=50 --set io.read_batch_size=2048 --set run.name=nltk
     python bench/report_proxy.py --run /tmp/nltkrun --strategies random,quality --fractions 0.02,0.05,0.1,0.3,1 \\
-        --proxy-tokens 2000000 --repeats 3 --domain domain --out bench/out/report_proxy.jsonl
+        --proxy-tokens 2000000 --repeats 3 --domain domain --eval clean_reference.parquet \\
+        --out bench/out/report_proxy.jsonl
 
 It calls :func:`winnow.pipeline.report.build.build_report` with ``--proxy lm`` for the given strategies and
 fractions (so
@@ -35,11 +36,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", required=True, help="run directory (winnow run output)")
     ap.add_argument("--strategies", default="random,quality")
     ap.add_argument("--fractions", default="0.02,0.05,0.1,0.3,1")
-    ap.add_argument("--proxy-tokens", type=int, default=1_000_000)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--d-model", type=int, default=64)
-    ap.add_argument("--context", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--preset", default="tiny", help="proxy preset (tiny, small); the flags below override it")
+    ap.add_argument("--tokenizer", default="bpe", help="bpe (trained on the run's text), bytes, or a tokenizer.json")
+    ap.add_argument("--vocab", type=int, default=None, help="BPE vocabulary (default: the preset's)")
+    ap.add_argument("--eval", action="append", default=[], help="evaluation shard (repeatable; the first is primary)")
+    ap.add_argument("--proxy-tokens", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--d-model", type=int, default=None)
+    ap.add_argument("--context", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--domain", default="auto", help="domain column of the report (auto, or e.g. domain)")
@@ -49,9 +54,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    proxy = ProxyConfig(
-        tokens=args.proxy_tokens, layers=args.layers, d_model=args.d_model, context=args.context,
+    proxy = ProxyConfig.from_preset(
+        args.preset, tokens=args.proxy_tokens, layers=args.layers, d_model=args.d_model, context=args.context,
         batch_size=args.batch_size, threads=args.threads, seed=args.seed, repeats=args.repeats,
+        tokenizer=args.tokenizer, vocab_size=args.vocab, evals=tuple(args.eval),
     )  # fmt: skip
     strategies = [s for s in args.strategies.split(",") if s]
     fractions = [float(x) for x in args.fractions.split(",") if x]
@@ -60,9 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - t0
     c = report.curves
     cols = ["strategy", "keep_fraction", "n_kept", "tokens_kept", "mean_quality_score", "domain_entropy",
-            "dup_rate", "proxy_pool_tokens", "proxy_epochs", "proxy_loss", "proxy_loss_sd",
+            "dup_rate", "proxy_pool_tokens", "proxy_epochs", "proxy_loss", "proxy_loss_se", "proxy_bpb",
             "predicted_error"]  # fmt: skip
-    print(f"proxy LM: {proxy.layers} layers, d={proxy.d_model}, context {proxy.context}, "
+    print(f"proxy LM ({proxy.preset}, tokenizer {proxy.tokenizer}, loss on {c['proxy_eval'][0]}, nats/token): "
+          f"{proxy.layers} layers, d={proxy.d_model}, context {proxy.context}, vocabulary {c['proxy_vocab'][0]:,}, "
           f"{int(c['proxy_params'].max()):,} parameters, {proxy.tokens_trained:,} training tokens per point, "
           f"seeds {proxy.seed}..{proxy.seed + proxy.repeats - 1}; {seconds:,.0f} s in all on "
           f"{os.cpu_count()} CPU(s)\n")  # fmt: skip
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         for k in cols:
             v = r[k]
             if isinstance(v, float):
-                exact = k in ("proxy_loss", "proxy_loss_sd", "predicted_error", "dup_rate")
+                exact = k in ("proxy_loss", "proxy_loss_se", "proxy_bpb", "predicted_error", "dup_rate")
                 cells.append(f"{v:.4f}" if exact else f"{v:,.3g}")
             elif isinstance(v, int):
                 cells.append(f"{v:,}")

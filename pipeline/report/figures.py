@@ -35,7 +35,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "domain_entropy": ("domain entropy", "bits"),
     "dup_rate": ("duplicate rate", "share of kept docs"),
     "predicted_error": ("predicted error (Goyal law)", "error at the budget"),
-    "proxy_loss": ("proxy LM held-out loss (± sd over repeats)", "nats per byte"),
+    "proxy_loss": ("proxy LM eval loss (± sd over seeds)", "nats per token"),
 }
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "h")

@@ -1,16 +1,20 @@
-"""A proxy language model: measure a pruning curve by training on each kept set (issue #7, ``--proxy lm``).
+"""A proxy language model: measure a pruning curve by training on each kept set (issues #7, #16; ``--proxy lm``).
 
 For every point of a pruning curve a small causal transformer is trained from scratch on the kept documents for a
-fixed number of training tokens and evaluated on one fixed held-out slice of the corpus. Everything that could
-differ between points except the kept set is held fixed:
+fixed number of training tokens and evaluated on fixed evaluation sets. Everything that could differ between points
+except the kept set is held fixed:
 
-* **Tokens are bytes** (UTF-8, vocabulary 257: the 256 byte values and an end-of-document token). A tokenizer built
-  from each kept set would change the unit of the loss between points; bytes keep ``proxy_loss`` (mean
-  cross-entropy per byte, in nats; divide by ln 2 for bits per byte) comparable across strategies and fractions.
-  Nothing is downloaded.
-* **The held-out slice** is a fixed share of the documents (:func:`heldout_mask`, ``heldout_fraction`` = 5%,
-  chosen by a seeded hash of the id, so it does not depend on the order or the sharding) and is excluded from every
-  training set. At most ``eval_tokens`` of it are evaluated (windows spread evenly over the slice).
+* **One tokenizer for the whole report** (:mod:`winnow.pipeline.report.proxy_tokenizer`): by default a byte-level
+  BPE (``vocab_size`` tokens) trained once on a seeded sample of the whole corpus and saved as
+  ``<run>/report/tokenizer.json``; or a user's tokenizer.json; or bytes (vocabulary 257). A tokenizer built from
+  each kept set would change the unit of the loss between points. ``proxy_loss`` is the mean cross-entropy in
+  nats per token of that tokenizer; ``proxy_bpb`` the same in bits per UTF-8 byte of the evaluated text.
+* **Evaluation sets**: the held-out slice of the corpus (:func:`heldout_mask`, ``heldout_fraction`` = 5%, chosen by
+  a seeded hash of the id, so it does not depend on the order or the sharding, and excluded from every training
+  set) and any user-named shards (``evals``, e.g. a clean reference set: a slice of the unfiltered corpus penalises
+  every filter by construction). The first user-named set, else the held-out slice, is the *primary* set: its loss
+  is ``proxy_loss`` and the checkpoints of the law fit. At most ``eval_tokens`` of each set are evaluated
+  (windows spread evenly over it).
 * **The budget** is ``tokens`` training tokens: ``ceil(tokens / (batch_size · context))`` steps of ``batch_size``
   windows of ``context`` tokens. A kept set smaller than the budget is repeated: the kept documents are
   concatenated once (seeded order, each document as often as its ``repeat``), cut into windows, and every epoch
@@ -18,12 +22,15 @@ differ between points except the kept set is held fixed:
 * **Optimisation**: AdamW (β = 0.9, 0.95), linear warm-up over ``warmup`` of the steps then a constant learning
   rate, so the loss at an intermediate checkpoint approximates a run trained to that many tokens (the law fit of
   the report uses these checkpoints). Model initialisation, data order and evaluation are seeded; on CPU a rerun
-  gives the same losses.
+  gives the same losses. ``repeats`` runs per point (seeds ``seed, seed + 1, …``) give a mean and its standard error.
 
 The model: token and position embeddings, ``layers`` pre-norm blocks (causal multi-head attention through
 ``torch.nn.functional.scaled_dot_product_attention``, a 4× GELU MLP), a final LayerNorm and an output layer tied
-to the token embedding. It runs on CUDA when present (``device="auto"``), else on CPU, where the defaults (2
-layers, d = 64, context 128, 200k tokens) take seconds per point.
+to the token embedding; weights drawn from N(0, 0.02), the residual projections from N(0, 0.02 / sqrt(2 · layers))
+(GPT-2). It runs on CUDA when present (``device="auto"``, bf16 autocast), else on CPU with
+``threads`` torch threads. Presets (:data:`PRESETS`): ``tiny`` (2 layers, d = 128, context 256, BPE 4,096: about
+0.9M parameters, CPU in minutes per report) and ``small`` (6 layers, d = 512, context 512, BPE 8,192: about 23M
+parameters, for one GPU).
 """
 
 from __future__ import annotations
@@ -31,15 +38,18 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from winnow.core.device import torch_device
+from winnow.pipeline.report.proxy_tokenizer import BYTES_EOS, BYTES_VOCAB
 
 __all__ = [
     "EOS",
+    "PRESETS",
     "VOCAB",
     "ProxyConfig",
     "ProxyResult",
@@ -50,44 +60,62 @@ __all__ = [
     "train_proxy",
 ]
 
-#: Byte values 0..255 plus the end-of-document token.
-VOCAB = 257
-EOS = 256
+#: Byte values 0..255 plus the end-of-document token (the ``bytes`` tokenizer).
+VOCAB = BYTES_VOCAB
+EOS = BYTES_EOS
+
+#: Model, budget and tokenizer of each preset; any field can be overridden (``ProxyConfig.from_preset``).
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU, one thread: about 0.9M parameters (0.5M of them the tied 4,096 x 128 embedding)
+    "tiny": {"tokens": 400_000, "layers": 2, "d_model": 128, "heads": 4, "context": 256, "batch_size": 16,
+             "lr": 3e-3, "vocab_size": 4096},
+    # one GPU, bf16: about 23M parameters (4.2M of them the tied 8,192 x 512 embedding)
+    "small": {"tokens": 40_000_000, "layers": 6, "d_model": 512, "heads": 8, "context": 512, "batch_size": 64,
+              "lr": 1e-3, "vocab_size": 8192, "eval_tokens": 262_144},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    """Settings of the proxy LM and its training run (module doc).
+    """Settings of the proxy LM and its training run (module doc); the defaults are the ``tiny`` preset.
 
     Args:
-        tokens: Training tokens (bytes) per point, ``> 0`` (default 200,000: seconds on 2 CPU cores).
-        layers: Transformer blocks (default 2).
-        d_model: Width (default 64).
-        heads: Attention heads; must divide ``d_model`` (default 4).
-        context: Tokens per training window (default 128).
-        batch_size: Windows per step (default 32).
-        lr: Peak AdamW learning rate (default 3e-3).
+        tokens: Training tokens per point, ``> 0``.
+        layers: Transformer blocks.
+        d_model: Width.
+        heads: Attention heads; must divide ``d_model``.
+        context: Tokens per training window.
+        batch_size: Windows per step.
+        lr: Peak AdamW learning rate.
         weight_decay: AdamW weight decay of the matrices (default 0.1).
         warmup: Share of the steps with a linear warm-up (default 0.1).
         heldout_fraction: Share of the documents in the held-out slice (default 0.05).
-        eval_tokens: At most this many held-out tokens are evaluated (default 32,768).
-        checkpoints: Evaluations of the held-out loss, evenly spaced over the run, the last at the end (default 4).
-        seed: Seed of the held-out slice, the initialisation and the data order (default 0).
+        eval_tokens: At most this many tokens of each evaluation set are evaluated (default 32,768).
+        checkpoints: Evaluations of the primary set's loss, evenly spaced over the run, the last at the end
+            (default 4).
+        seed: Seed of the held-out slice, the tokenizer's sample, the initialisation and the data order (default 0).
         repeats: Independent runs per point, with model and data-order seeds ``seed, seed + 1, …`` and the same
-            held-out slice; the report averages them and gives their standard deviation (default 1). At the
-            defaults on nltk_data the seed alone moves the held-out loss by about 0.02 nats/byte (sd).
+            evaluation sets; the report gives their mean, standard deviation and standard error (default 1; the
+            CLI's default is 3).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda`` (default ``auto``).
         threads: torch CPU threads during a run, restored afterwards (default 1; ``None``: torch's own setting).
             Models this small gain little from more threads and lose badly when the cores are shared: on the 2-core
             development machine, with another process running, 2 threads took 16× longer than 1.
+        tokenizer: ``bpe`` (trained on the run's text, default), ``bytes``, or the path of a tokenizer.json.
+        vocab_size: Tokens of the trained BPE (the end-of-document token included).
+        tokenizer_chars: The BPE is trained on documents of a seeded sample of the corpus up to this many
+            characters (default 5,000,000).
+        evals: Evaluation shards (paths or globs of jsonl/parquet with the run's text field), one set per entry,
+            evaluated besides the held-out slice; the first is the primary set.
+        preset: The preset the settings came from (for the report), or None.
     """
 
-    tokens: int = 200_000
+    tokens: int = 400_000
     layers: int = 2
-    d_model: int = 64
+    d_model: int = 128
     heads: int = 4
-    context: int = 128
-    batch_size: int = 32
+    context: int = 256
+    batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 0.1
     warmup: float = 0.1
@@ -98,10 +126,16 @@ class ProxyConfig:
     repeats: int = 1
     device: str = "auto"
     threads: int | None = 1
+    tokenizer: str = "bpe"
+    vocab_size: int = 4096
+    tokenizer_chars: int = 5_000_000
+    evals: tuple[str, ...] = field(default_factory=tuple)
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         positive = (
             "tokens", "layers", "d_model", "heads", "context", "batch_size", "eval_tokens", "checkpoints", "repeats",
+            "vocab_size", "tokenizer_chars",
         )  # fmt: skip
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -122,6 +156,24 @@ class ProxyConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             msg = f"proxy device must be auto, cpu or cuda, got {self.device!r}"
             raise ValueError(msg)
+        if not self.tokenizer:
+            msg = "proxy tokenizer must be bpe, bytes or the path of a tokenizer.json"
+            raise ValueError(msg)
+        object.__setattr__(self, "evals", tuple(self.evals))
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", **overrides: Any) -> ProxyConfig:
+        """The settings of a :data:`PRESETS` entry with ``overrides`` (None values are ignored)."""
+        if preset not in PRESETS:
+            msg = f"proxy preset must be one of {', '.join(PRESETS)}, got {preset!r}"
+            raise ValueError(msg)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            msg = f"unknown proxy settings: {', '.join(unknown)}"
+            raise ValueError(msg)
+        values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**values, preset=preset)
 
     @property
     def steps(self) -> int:
@@ -135,7 +187,9 @@ class ProxyConfig:
 
     def to_dict(self) -> dict:
         """JSON-ready dict of the settings."""
-        return asdict(self)
+        d = asdict(self)
+        d["evals"] = list(self.evals)
+        return d
 
 
 @dataclass(frozen=True)
@@ -143,14 +197,15 @@ class ProxyResult:
     """One proxy run.
 
     Args:
-        loss: Held-out loss at the end, nats per byte.
-        checkpoints: ``(tokens_seen, held-out loss)`` at each evaluation, in order (the last is ``loss``).
+        loss: The primary evaluation set's loss at the end, nats per token.
+        checkpoints: ``(tokens_seen, primary loss)`` at each evaluation, in order (the last is ``loss``).
         train_tokens: Tokens of the training stream (kept documents with their repeats, end-of-document tokens
             included): the pool the budget is drawn from.
         epochs: ``tokens_trained / train_tokens``: how often the budget repeats the kept set.
         params: Trainable parameters of the model.
         device: Where it ran.
         seconds: Wall time of training and evaluation.
+        eval_losses: Every evaluation set's loss at the end (nats per token), by name, the primary first.
     """
 
     loss: float
@@ -160,6 +215,7 @@ class ProxyResult:
     params: int
     device: str
     seconds: float
+    eval_losses: dict[str, float] = field(default_factory=dict)
 
 
 def heldout_mask(ids: Sequence[str], fraction: float, seed: int = 0) -> np.ndarray:
@@ -190,7 +246,7 @@ def heldout_mask(ids: Sequence[str], fraction: float, seed: int = 0) -> np.ndarr
 
 
 def encode(texts: Sequence[str]) -> np.ndarray:
-    """Bytes of the texts, each followed by ``EOS``, as one int16 array (the vocabulary has 257 tokens)."""
+    """Bytes of the texts, each followed by ``EOS``, as one int16 array (the ``bytes`` tokenizer)."""
     if not texts:
         return np.zeros(0, dtype=np.int16)
     parts = [t.encode("utf-8", errors="replace") for t in texts]
@@ -213,7 +269,7 @@ def _windows(stream: np.ndarray, context: int) -> np.ndarray:
 
 
 def eval_windows(stream: np.ndarray, context: int, max_tokens: int) -> np.ndarray:
-    """Held-out windows: at most ``max_tokens // context`` of them, spread evenly over the stream."""
+    """Evaluation windows: at most ``max_tokens // context`` of them, spread evenly over the stream."""
     w = _windows(stream, context)
     keep = max(1, max_tokens // context)
     if len(w) > keep:
@@ -221,9 +277,9 @@ def eval_windows(stream: np.ndarray, context: int, max_tokens: int) -> np.ndarra
     return w
 
 
-def build_model(cfg: ProxyConfig):
-    """The proxy transformer (module doc), initialised from ``torch``'s current RNG state."""
-    import torch
+def build_model(cfg: ProxyConfig, vocab: int = VOCAB):
+    """The proxy transformer (module doc) over ``vocab`` tokens, initialised from ``torch``'s current RNG state."""
+    import torch  # torch only when a proxy trains: importing the report stays cheap
     from torch import nn
     from torch.nn import functional as F
 
@@ -248,7 +304,7 @@ def build_model(cfg: ProxyConfig):
     class TinyLM(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.tok = nn.Embedding(VOCAB, cfg.d_model)
+            self.tok = nn.Embedding(vocab, cfg.d_model)
             self.pos = nn.Embedding(cfg.context, cfg.d_model)
             self.blocks = nn.ModuleList(Block() for _ in range(cfg.layers))
             self.ln = nn.LayerNorm(cfg.d_model)
@@ -257,6 +313,9 @@ def build_model(cfg: ProxyConfig):
                     nn.init.normal_(m.weight, std=0.02)
                 if isinstance(m, nn.Linear) and m.bias is not None:
                     nn.init.zeros_(m.bias)
+            for block in self.blocks:  # GPT-2: residual projections scaled by depth
+                for proj in (block.proj, block.mlp[2]):
+                    nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * cfg.layers))
 
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
             x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
@@ -267,53 +326,92 @@ def build_model(cfg: ProxyConfig):
     return TinyLM()
 
 
-def _evaluate(model, windows, device: str, batch_size: int) -> float:
+def _autocast(device: str):
+    """bf16 autocast on CUDA; nothing on CPU."""
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+
+
+def _evaluate(model, windows, device: str, batch_size: int, vocab: int) -> float:
     import torch
     from torch.nn import functional as F
 
     model.eval()
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(device):
         for i in range(0, len(windows), batch_size):
             w = torch.as_tensor(windows[i : i + batch_size]).long().to(device)
             logits = model(w[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), w[:, 1:].reshape(-1), reduction="sum")
+            loss = F.cross_entropy(logits.reshape(-1, vocab).float(), w[:, 1:].reshape(-1), reduction="sum")
             total += float(loss)
             count += w[:, 1:].numel()
     model.train()
     return total / count
 
 
-def train_proxy(train_stream: np.ndarray, heldout: np.ndarray, cfg: ProxyConfig) -> ProxyResult:
-    """Train the proxy LM on ``train_stream`` for ``cfg.tokens`` tokens; evaluate on the ``heldout`` windows.
+def train_proxy(
+    train_stream: np.ndarray,
+    heldout: np.ndarray | Mapping[str, np.ndarray],
+    cfg: ProxyConfig,
+    vocab: int = VOCAB,
+) -> ProxyResult:
+    """Train the proxy LM on ``train_stream`` for ``cfg.tokens`` tokens; evaluate on ``heldout``.
 
     Args:
-        train_stream: Token ids of the kept documents (:func:`encode`, repeats included), in training order.
-        heldout: Held-out windows ``[n, context + 1]`` (:func:`eval_windows`), the same for every point.
+        train_stream: Token ids of the kept documents (repeats included), in training order.
+        heldout: Evaluation windows ``[n, context + 1]`` (:func:`eval_windows`), the same for every point: one
+            array, or several sets by name, the first the primary one (evaluated at every checkpoint; the others at
+            the end).
         cfg: The proxy settings.
+        vocab: Vocabulary size of the token ids (default :data:`VOCAB`, bytes).
 
     Returns:
         A :class:`ProxyResult`.
     """
     import torch
 
+    sets = dict(heldout) if isinstance(heldout, Mapping) else {"heldout": heldout}
+    if not sets:
+        msg = "no evaluation set"
+        raise ValueError(msg)
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(train_stream, heldout, cfg)
+        return _train(train_stream, sets, cfg, vocab)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(train_stream: np.ndarray, heldout: np.ndarray, cfg: ProxyConfig) -> ProxyResult:
+def _batches(n_windows: int, cfg: ProxyConfig):
+    """Window indices of every step: epochs of a seeded order, a fresh order for every epoch."""
+    import torch
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(n_windows, generator=gen)
+    cursor = 0
+    for _ in range(cfg.steps):
+        take = []
+        need = cfg.batch_size
+        while need:
+            if cursor == len(order):
+                order, cursor = torch.randperm(n_windows, generator=gen), 0
+            part = order[cursor : cursor + need]
+            take.append(part)
+            cursor += len(part)
+            need -= len(part)
+        yield torch.cat(take)
+
+
+def _train(train_stream: np.ndarray, sets: dict[str, np.ndarray], cfg: ProxyConfig, vocab: int) -> ProxyResult:
     import torch
     from torch.nn import functional as F
 
     start = time.perf_counter()
     device = torch_device(cfg.device, "proxy device")
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, vocab).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("pos")]
     other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and not n.startswith("pos"))]
     opt = torch.optim.AdamW(
@@ -323,25 +421,16 @@ def _train(train_stream: np.ndarray, heldout: np.ndarray, cfg: ProxyConfig) -> P
     )
     warm = max(1, round(cfg.warmup * cfg.steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    windows = torch.as_tensor(_windows(train_stream, cfg.context))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(windows), generator=gen)
-    cursor = 0
+    windows = torch.as_tensor(_windows(train_stream, cfg.context).astype(np.int64))
     evals = sorted({max(1, round(cfg.steps * j / cfg.checkpoints)) for j in range(1, cfg.checkpoints + 1)})
+    primary, *others = sets
+    eval_batch = max(cfg.batch_size, 64)
     checkpoints = []
-    for step in range(1, cfg.steps + 1):
-        take = []
-        need = cfg.batch_size
-        while need:  # windows in epoch order; a new seeded order for every epoch
-            if cursor == len(order):
-                order, cursor = torch.randperm(len(windows), generator=gen), 0
-            part = order[cursor : cursor + need]
-            take.append(part)
-            cursor += len(part)
-            need -= len(part)
-        batch = windows[torch.cat(take)].long().to(device)
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), batch[:, 1:].reshape(-1))
+    for step, idx in enumerate(_batches(len(windows), cfg), start=1):
+        batch = windows[idx].to(device)
+        with _autocast(device):
+            logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, vocab).float(), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -349,7 +438,9 @@ def _train(train_stream: np.ndarray, heldout: np.ndarray, cfg: ProxyConfig) -> P
         sched.step()
         if step in evals:
             seen = step * cfg.batch_size * cfg.context
-            checkpoints.append((seen, _evaluate(model, heldout, device, max(cfg.batch_size, 64))))
+            checkpoints.append((seen, _evaluate(model, sets[primary], device, eval_batch, vocab)))
+    losses = {primary: checkpoints[-1][1]}
+    losses.update({name: _evaluate(model, sets[name], device, eval_batch, vocab) for name in others})
     params = sum(p.numel() for p in model.parameters())
     return ProxyResult(
         loss=checkpoints[-1][1],
@@ -359,4 +450,5 @@ def _train(train_stream: np.ndarray, heldout: np.ndarray, cfg: ProxyConfig) -> P
         params=int(params),
         device=device,
         seconds=time.perf_counter() - start,
+        eval_losses=losses,
     )

@@ -179,15 +179,17 @@ def _curves_blocks(cfg, curves: pl.DataFrame, budget: int, proxy, proxy_info: di
     ]  # fmt: skip
     if proxy is not None:
         blocks.append(("p", f"Proxy LM: {proxy.layers} layers, d = {proxy.d_model}, context {proxy.context}, "
-                            f"{int(curves['proxy_params'].drop_nulls().max() or 0):,} parameters, byte-level, "
+                            f"{int(curves['proxy_params'].drop_nulls().max() or 0):,} parameters, tokenizer "
+                            f"{proxy_info.get('tokenizer', '?')} (vocabulary {proxy_info.get('vocab', '?')}), "
                             f"{proxy.tokens_trained:,} training tokens per point (batch {proxy.batch_size}, lr "
                             f"{proxy.lr:g}, seed {proxy.seed}, {proxy.repeats} run(s) per point) on "
                             f"{proxy_info.get('device')}; held-out slice: "
                             f"{proxy_info.get('heldout_documents', 0):,} documents "
                             f"({proxy.heldout_fraction:.0%}, excluded from every training set), "
                             f"{proxy_info.get('heldout_tokens', 0):,} tokens evaluated; "
-                            f"{proxy_info.get('trained_points', 0)} distinct training sets. `proxy_loss` is in nats "
-                            "per byte."))  # fmt: skip
+                            f"{proxy_info.get('trained_points', 0)} distinct training sets. `proxy_loss` is the mean "
+                            f"over runs, in nats per token, on {proxy_info.get('primary_eval', 'the held-out slice')} "
+                            "(`proxy_loss_se`: its standard error; `proxy_bpb`: bits per byte)."))  # fmt: skip
     return blocks
 
 
@@ -214,9 +216,11 @@ def _law_blocks(law, fit_json: dict | None) -> list[Block]:
     return blocks
 
 
-def report_blocks(scores: RunScores, curves, law, budget, ref_fraction, figures, proxy, proxy_info, fit_json, notes):
-    """Every block of ``report.md`` / ``report.html``, in order."""
-    blocks = _run_blocks(scores) + _curves_blocks(scores.cfg, curves, budget, proxy, proxy_info)
+def report_blocks(
+    scores: RunScores, curves, law, budget, ref_fraction, figures, proxy, proxy_info, fit_json, notes, prefilter=()
+):
+    """Every block of ``report.md`` / ``report.html``, in order (``prefilter``: the pre-filter funnel's blocks)."""
+    blocks = _run_blocks(scores) + list(prefilter) + _curves_blocks(scores.cfg, curves, budget, proxy, proxy_info)
     if "score_histograms" in figures:
         blocks += [("h", 2, "Scores"), ("img", "score_histograms.png", "score histograms")]
     if "cluster_sizes" in figures:

@@ -37,10 +37,12 @@ prediction sees **quantity and repetition only**: two strategies keeping the sam
 predicted error. Upsampled repeats are not unique tokens, so the pool size is ``unique_tokens_kept``. Quality
 differences between strategies show up in ``mean_quality_score`` and, measured, in ``proxy_loss``.
 
-**Proxy LM** (``--proxy lm``, :mod:`winnow.pipeline.report.proxy_lm`). A small byte-level causal LM is trained from
-scratch on each point's kept documents (minus a fixed held-out 5% of the corpus, excluded from every training set) for
-a fixed number of tokens, and its held-out loss is ``proxy_loss`` (nats per byte; with ``repeats`` > 1 the mean over
-runs with seeds ``seed, seed + 1, …`` and their standard deviation ``proxy_loss_sd``). Points with the same training
+**Proxy LM** (``--proxy lm``, :mod:`winnow.pipeline.report.proxy_lm`). A small causal LM is trained from scratch on
+each point's kept documents (minus a fixed held-out 5% of the corpus, excluded from every training set) for a fixed
+number of tokens, with one BPE tokenizer trained once per report on the corpus (``report/tokenizer.json``; or bytes,
+or the user's), and its loss on the primary eval set (the first ``--eval`` shard, else the held-out slice) is
+``proxy_loss`` (nats per token; over ``repeats`` seeds ``seed, seed + 1, …`` the mean, with ``proxy_loss_se``; bits
+per byte in ``proxy_bpb``; every eval set has its own ``eval_<name>_*`` columns). Points with the same training
 set (e.g. every strategy at fraction 1) are trained once. The budget and model size are columns of the CSV
 (``proxy_tokens``, ``proxy_params``, ``proxy_layers``, ``proxy_d_model``, ``proxy_context``, ``proxy_seed``,
 ``proxy_repeats``), as are the training pool (``proxy_pool_tokens``) and the epochs over it (``proxy_epochs``). The
