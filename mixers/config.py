@@ -7,12 +7,13 @@ mounted on the whole config as ``mix``::
       budget_tokens: 2e6            # or flops + model_params (tokens = flops / (6 · model_params))
       pools: {quality: quantiles, n_buckets: 4, domain: source}
       max_repeats: 16
-      law: {fitted: runs/proxy/goyal_fit.json}   # or a, d and buckets.<label>.{b, tau}; defaults otherwise
+      law: {fitted: runs/x/report/law_fit.json}  # or a, d and buckets.<label>.{b, tau}; defaults otherwise
       upsample: {domains: [code, math], fraction: 0.2, factor: 2}
 
 The Goyal et al. (2024) defaults are the reference code's fit for T-MARS quality buckets of DataComp medium
 (``GOYAL_REFERENCE``): image-text data, not text. The planner labels every parameter with its source so a plan
-that rests on them says so; fit the law to proxy runs with ``winnow laws fit --law goyal --json``.
+that rests on them says so; fit the law to your corpus with ``winnow report --proxy lm`` (``report/law_fit.json``) or
+to your own proxy runs with ``winnow laws fit --law goyal --json``.
 """
 
 from __future__ import annotations
@@ -171,10 +172,11 @@ class LawSection(_Section):
     The plan records which for every parameter.
 
     Args:
-        fitted: Path of the JSON that ``winnow laws fit --law goyal --json`` prints (or a bare ``{"a", "d",
-            "pools": [{"name", "b", "tau"}]}``). Its pools are matched to quality buckets by name, so name the
-            proxy runs' pools after the buckets (``q1``..``q4``, ``overall_1``..``overall_5``, ``all``).
-            Default ``null``.
+        fitted: Path of a Goyal fit: ``<run>/report/law_fit.json`` written by ``winnow report --proxy lm`` (one
+            pool per quality bucket of ``mix.pools``, fitted to proxy runs on each bucket, in whitespace-word
+            tokens), the JSON that ``winnow laws fit --law goyal --json`` prints, or a bare ``{"a", "d", "pools":
+            [{"name", "b", "tau"}]}``. Its pools are matched to quality buckets by name (``q1``..``q4``,
+            ``overall_1``..``overall_5``, ``all``). Default ``null``.
         a: Shared sample-efficiency scale, ``> 0``, per token (default ``null``: fitted, else 0.025).
         d: Shared error floor, ``>= 0`` (default ``null``: fitted, else 0.1).
         buckets: ``b`` and ``tau`` per bucket label, e.g. ``{q4: {b: -0.16, tau: 6.7}}``; buckets left out are

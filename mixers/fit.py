@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -41,6 +42,7 @@ import fsspec
 import numpy as np
 from scipy.optimize import least_squares
 
+from winnow.core.errors import ConfigError
 from winnow.mixers.laws import (
     GoyalParams,
     MuennighoffParams,
@@ -53,8 +55,10 @@ __all__ = [
     "GOYAL_COLUMNS",
     "MUENNIGHOFF_COLUMNS",
     "FitResult",
+    "FittedLaw",
     "fit_goyal",
     "fit_muennighoff",
+    "read_fitted_law",
     "read_runs",
 ]
 
@@ -474,3 +478,124 @@ def _result(law, params, start, pred, obs, held, res, used) -> FitResult:
         message=str(res.message),
         n_starts=used,
     )
+
+
+# =============================================================================================================
+# Reading a fitted Goyal law back (mix.law.fitted)
+# =============================================================================================================
+@dataclass(frozen=True)
+class FittedLaw:
+    """A Goyal et al. (2024) fit read from a JSON file (:func:`read_fitted_law`).
+
+    Args:
+        path: The file it was read from.
+        a: Shared sample-efficiency scale.
+        d: Shared error floor.
+        pools: ``name -> (b, tau)`` in the file's order.
+        buckets: The quality-bucket definition the fit was made on (``winnow report`` writes it), or None.
+        unit: What the fit's samples count (``winnow report`` writes it), or None.
+        notes: Things the user should know (a fit that did not converge).
+    """
+
+    path: str
+    a: float
+    d: float
+    pools: dict[str, tuple[float, float]]
+    buckets: dict | None = None
+    unit: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _fitted_error(path: str, what: str) -> ConfigError:
+    return ConfigError(f"mix.law.fitted: {path}: {what}")
+
+
+def _fitted_number(path: str, obj: Mapping, key: str, where: str, ok: Callable[[float], bool], rule: str) -> float:
+    if key not in obj:
+        raise _fitted_error(path, f"missing key {where}{key}")
+    try:
+        v = float(obj[key])
+    except (TypeError, ValueError):
+        raise _fitted_error(path, f"{where}{key} is not a number: {obj[key]!r}") from None
+    if not (math.isfinite(v) and ok(v)):
+        raise _fitted_error(path, f"{where}{key} must be {rule}, got {obj[key]!r}")
+    return v
+
+
+def _fitted_pools(path: str, pools: object, prefix: str) -> dict[str, tuple[float, float]]:
+    if not isinstance(pools, list) or not pools:
+        raise _fitted_error(path, f"{prefix}pools must be a non-empty list of {{name, b, tau}}")
+    out: dict[str, tuple[float, float]] = {}
+    for i, p in enumerate(pools):
+        where = f"{prefix}pools[{i}]."
+        if not isinstance(p, Mapping):
+            raise _fitted_error(path, f"{prefix}pools[{i}] must be an object {{name, b, tau}}, got {p!r}")
+        if "name" not in p:
+            raise _fitted_error(path, f"missing key {where}name (the quality bucket it fits)")
+        name = str(p["name"])
+        if name in out:
+            raise _fitted_error(path, f"{where}name {name!r} appears twice")
+        b = _fitted_number(path, p, "b", where, lambda x: x < 0, "< 0 (the utility exponent)")
+        tau = _fitted_number(path, p, "tau", where, lambda x: x > 0, "> 0 (the half-life in repetitions)")
+        out[name] = (b, tau)
+    return out
+
+
+def read_fitted_law(
+    path: str, labels: Sequence[str] | None = None, storage_options: Mapping | None = None
+) -> FittedLaw:
+    """Read a Goyal fit: ``winnow report --proxy lm``'s ``law_fit.json``, ``winnow laws fit --law goyal --json``'s
+    output (both ``{"law": "goyal", "params": {...}, ...}``) or a bare ``{"a", "d", "pools": [{"name", "b",
+    "tau"}]}``.
+
+    Args:
+        path: The file (any fsspec URL).
+        labels: The quality buckets the fit must be for (``q1``..``q<n>``, ``overall_1``..``overall_5``, ``all``);
+            a pool of another name is an error. None: any names.
+        storage_options: fsspec options.
+
+    Returns:
+        A :class:`FittedLaw`.
+
+    Raises:
+        ConfigError: The file is missing or not JSON, a key is missing or has a bad value (the message names the
+            file and the key), or a pool is not one of ``labels``.
+    """
+    try:
+        with fsspec.open(path, "rt", encoding="utf-8", **dict(storage_options or {})) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"mix.law.fitted: no such file: {path}") from None
+    except (OSError, ValueError) as e:
+        raise _fitted_error(path, f"not a JSON file ({e})") from None
+    if not isinstance(data, Mapping):
+        raise _fitted_error(path, 'expected a JSON object {"law": "goyal", "params": {"a", "d", "pools"}}')
+    notes: list[str] = []
+    meta = data
+    if "params" in data:
+        if data.get("law", "goyal") != "goyal":
+            raise _fitted_error(path, f"law is {data.get('law')!r}; the mixer needs a goyal fit")
+        if data.get("success") is False:
+            notes.append(f"the fit in {path} did not converge ({data.get('message', '')}); its parameters are used")
+        data = data["params"]
+        where = "params."
+        if not isinstance(data, Mapping):
+            raise _fitted_error(path, 'params must be an object {"a", "d", "pools"}')
+    else:
+        where = ""
+    a = _fitted_number(path, data, "a", where, lambda x: x > 0, "> 0")
+    d = _fitted_number(path, data, "d", where, lambda x: x >= 0, ">= 0")
+    if "pools" not in data:
+        raise _fitted_error(path, f"missing key {where}pools")
+    pools = _fitted_pools(path, data["pools"], where)
+    if labels is not None:
+        unknown = [n for n in pools if n not in set(labels)]
+        if unknown:
+            raise _fitted_error(
+                path,
+                f"{where}pools name(s) {', '.join(map(repr, unknown))} are not quality buckets of mix.pools "
+                f"({', '.join(labels)}); fit one pool per bucket (`winnow report --proxy lm` does)",
+            )
+    buckets = meta.get("buckets") if isinstance(meta.get("buckets"), Mapping) else None
+    unit = str(meta["unit"]) if meta.get("unit") is not None else None
+    return FittedLaw(str(path), a, d, pools, dict(buckets) if buckets else None, unit, tuple(notes))

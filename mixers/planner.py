@@ -119,8 +119,10 @@ from winnow.mixers.pools import (
     REPEAT,
     PoolRule,
     TokenCounter,
+    dataman_buckets,
     kept_expr,
     pool_rule,
+    quantile_buckets,
     token_count_rule,
     token_counter,
 )
@@ -952,20 +954,11 @@ def _quality_definition(
     if kind == "quantiles":
         edges = _quantile_edges(shards, n, sum(s.kept_rows for s in rows))
         if edges is not None:
-            return QuantileBuckets(
-                kind="quantiles", column=QUALITY_SCORE, n_buckets=n, edges=edges,
-                labels=[f"q{i}" for i in range(1, n + 1)],
-                rule="q<i> with i = 1 + the number of edges strictly below the score (q1 lowest); a null or NaN "
-                "score is q1",
-            )  # fmt: skip
+            return quantile_buckets(edges, n)
         warnings.append(f"no kept document has a {QUALITY_SCORE}: one quality bucket, {ALL!r}")
         return OneBucket(kind="none", label=ALL, reason=f"every kept {QUALITY_SCORE} is null")
     if kind == "dataman_levels":
-        return DatamanLevels(
-            kind="dataman_levels", column=QUALITY_OVERALL,
-            labels=[f"overall_{i}" for i in range(1, DATAMAN_LEVELS + 1)],
-            rule="overall_<level> (overall_5 highest); a null level is overall_1",
-        )  # fmt: skip
+        return dataman_buckets()
     return OneBucket(kind="none", label=ALL, reason=reason)
 
 

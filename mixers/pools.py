@@ -230,3 +230,21 @@ class TokenCounter:
         for i in range(0, len(values), self.batch_size):
             out.extend(self._count(values[i : i + self.batch_size]))
         return np.asarray(out, dtype=np.int64)
+
+
+def quantile_buckets(edges: list[float], n: int) -> QuantileBuckets:
+    """The ``quantiles`` pool definition for these ``n − 1`` edges of ``quality_score`` (q1 lowest)."""
+    return QuantileBuckets(
+        kind="quantiles", column=QUALITY_SCORE, n_buckets=n, edges=edges,
+        labels=[f"q{i}" for i in range(1, n + 1)],
+        rule="q<i> with i = 1 + the number of edges strictly below the score (q1 lowest); a null or NaN score is q1",
+    )  # fmt: skip
+
+
+def dataman_buckets() -> DatamanLevels:
+    """The ``dataman_levels`` pool definition: one bucket per ``quality_overall`` level."""
+    return DatamanLevels(
+        kind="dataman_levels", column=QUALITY_OVERALL,
+        labels=[f"overall_{i}" for i in range(1, DATAMAN_LEVELS + 1)],
+        rule="overall_<level> (overall_5 highest); a null level is overall_1",
+    )  # fmt: skip

@@ -12,7 +12,14 @@ import polars as pl
 from winnow.clustering.semdedup import is_duplicate
 from winnow.core.errors import ConfigError
 from winnow.pipeline.report.decisions import Point, decide_point, prune_logs_off, supported_strategies
-from winnow.pipeline.report.law import predicted_error, resolve_budget, single_pool_law
+from winnow.pipeline.report.law import (
+    bucket_law,
+    bucket_tokens,
+    composition_columns,
+    predicted_error,
+    quality_buckets,
+    resolve_budget,
+)
 from winnow.pipeline.report.scores import RunScores
 
 __all__ = ["DEFAULT_FRACTIONS", "entropy_bits", "kept_metrics", "nan_to_null", "pruning_curves"]
@@ -109,7 +116,8 @@ def pruning_curves(
     f = scores.frame
     words = f["n_words"].cast(pl.Float64).fill_null(0.0).to_numpy()
     budget, budget_source = resolve_budget(scores.cfg, int(words.sum()), budget_tokens)
-    law = single_pool_law(scores.cfg)
+    buckets = quality_buckets(f, scores.cfg, scores.quality)
+    law = bucket_law(scores.cfg, buckets)
     quality = f["quality_score"].cast(pl.Float64).fill_null(np.nan).to_numpy() if scores.quality else None
     clusters = f["cluster_id"].to_numpy() if scores.clusters else None
     domain = f["domain"].to_numpy()
@@ -134,6 +142,7 @@ def pruning_curves(
                 m = kept_metrics(
                     d.keep, repeat, words, quality_score=quality, cluster_id=clusters, domain=domain, duplicate=dup
                 )
+                composition = bucket_tokens(d.keep, buckets, words)
                 rows.append(
                     {
                         "strategy": s,
@@ -141,7 +150,8 @@ def pruning_curves(
                         "target": int(math.floor(frac * f.height + 0.5)),
                         **m,
                         "budget_tokens": budget,
-                        "predicted_error": predicted_error(m["unique_tokens_kept"], budget, law),
+                        "predicted_error": predicted_error(composition, budget, law),
+                        **composition_columns(composition),
                     }
                 )
                 points.append(Point(s, frac, d.keep, np.asarray(repeat, dtype=np.int64)))
@@ -158,6 +168,11 @@ def pruning_curves(
     if short:
         notes.append(f"no eligible document in some strata, fewer draws than the target: {'; '.join(short)}")
     notes.append(f"budget of predicted_error: {budget:,} tokens ({budget_source})")
+    notes.append(
+        f"predicted_error: the Goyal law per quality bucket ({', '.join(buckets.labels)}; mix.pools.quality = "
+        f"{scores.cfg.mix.pools.quality}) on each kept set's unique tokens per bucket (unique_tokens_<bucket>); "
+        f"a, d: {law.a_source}"
+    )
     return nan_to_null(pl.DataFrame(rows)), points, notes
 
 
