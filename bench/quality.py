@@ -10,8 +10,9 @@
      Portuguese: UTF-8 read as Latin-1), which the rater marks down for their broken characters although the
      labels call them clean.
 2. ``quality_domain`` on a stratified sample (``--embed-sample`` documents, equal shares per source): the
-   documents are embedded with the bundled model (slow on CPU) and given the nearest domain description; the
-   distribution per source is printed, with the agreement of the keyword fallback.
+   documents are embedded with the bundled model (slow on CPU) and given their domain (``DomainClassifier``);
+   the distribution per source is printed, with the agreement of the keyword fallback. The domain accuracy
+   per group of clear-domain sources, and the classifier options compared, are in ``bench/domains.py``.
 
     python bench/quality.py --input '../shared/data/nltk_data/*.parquet' --embed-sample 600 --out bench/quality.jsonl
 

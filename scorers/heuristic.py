@@ -64,8 +64,9 @@ Limits: the proxies are for space-separated, mostly Latin-script text (CJK or Th
 statistics); language lists cover 9 European languages; the merit criteria are weak proxies that a real
 DataMan rater judges from content.
 
-Domain: ``winnow.scorers.domains.DomainClassifier``: the nearest of the 15 domain descriptions to the document's
-stored embedding, or keyword matching when ``rate`` gets no embeddings (see that module).
+Domain: ``winnow.scorers.domains.DomainClassifier``: the nearest of the 15 domain prototypes (each the mean
+embedding of the domain's description, keywords and example texts) to the document's stored embedding, or keyword
+matching when ``rate`` gets no embeddings (see that module).
 """
 
 from __future__ import annotations

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
+import zstandard
 
 from winnow.scorers.base import DOMAINS, QUALITY_SCHEMA
+from winnow.scorers.domain_examples import DOMAIN_EXAMPLES
 from winnow.scorers.domains import (
     _EXTRA_KEYWORDS,
     DOMAIN_DESCRIPTIONS,
     DOMAIN_NAMES,
     DomainClassifier,
+    domain_similarities,
+    embed_prototypes,
     keyword_domains,
+    labelled_texts,
     looks_like_code,
+    prototype_texts,
 )
 from winnow.scorers.heuristic import HeuristicRater
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "data" / "quickstart"
 
 CLEAR = {
     "Medicine": (
@@ -139,3 +153,89 @@ def test_code_by_form(embedder):
     assert not looks_like_code(prose)
     assert DomainClassifier(embedder).classify(CODE, embedder.encode(CODE)) == ["Coding"] * len(CODE)
     assert keyword_domains(CODE) == ["Coding"] * len(CODE)
+
+
+def test_examples_cover_every_domain():
+    assert tuple(DOMAIN_EXAMPLES) == DOMAIN_NAMES
+    every = [t for texts in DOMAIN_EXAMPLES.values() for t in texts]
+    assert len(every) == len(set(every))  # no text stands for two domains
+    assert all(len(texts) >= 6 for texts in DOMAIN_EXAMPLES.values())
+    texts, labels = labelled_texts()
+    descs, keywords = prototype_texts()
+    assert texts[:15] == descs and texts[15:30] == keywords and texts[30:] == every
+    assert labels.tolist() == [*range(15), *range(15), *(i for i, t in enumerate(DOMAIN_EXAMPLES.values()) for _ in t)]
+
+
+class _OneHotEmbedder:
+    """Text → fixed vector in d = 3: a description e0, a keyword list e1, example j of its domain (cos t_j, 0, sin t_j)
+    with t_j = 0.1 (j + 1), so example j's cosine with e0 is cos t_j, falling with j."""
+
+    def encode(self, texts):
+        descs, keywords = prototype_texts()
+        pos = {t: j for ex in DOMAIN_EXAMPLES.values() for j, t in enumerate(ex)}
+        rows = []
+        for t in texts:
+            if t in descs:
+                rows.append([1.0, 0, 0])
+            elif t in keywords:
+                rows.append([0, 1.0, 0])
+            else:
+                a = 0.1 * (pos[t] + 1)
+                rows.append([np.cos(a), 0, np.sin(a)])
+        return np.array(rows, dtype=np.float32) * 3.0  # not normalised: embed_prototypes normalises
+
+
+def test_similarity_is_mean_of_top3_of_a_domains_texts():
+    vecs = embed_prototypes(_OneHotEmbedder())
+    _, labels = labelled_texts()
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-6)
+    docs = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], dtype=np.float32)
+    sims = domain_similarities(docs @ vecs.T, labels)
+    assert sims.shape == (3, 15)
+    # e0: the description (1), then examples 0 and 1 (cos 0.1, cos 0.2); e1: the keyword list (1), then zeros
+    np.testing.assert_allclose(sims[0], (1 + np.cos(0.1) + np.cos(0.2)) / 3, rtol=1e-6)
+    np.testing.assert_allclose(sims[1], 1 / 3, rtol=1e-6)
+    # e2: the three examples with the largest angle, j = m-1, m-2, m-3, per domain's m examples
+    for i, name in enumerate(DOMAIN_NAMES):
+        m = len(DOMAIN_EXAMPLES[name])
+        np.testing.assert_allclose(sims[2, i], np.mean([np.sin(0.1 * j) for j in (m, m - 1, m - 2)]), rtol=1e-5)
+
+
+def _quickstart_groups(per_group: int = 6) -> dict[str, tuple[tuple[str, ...], list[str]]]:
+    """Documents of the bundled quickstart corpus whose DataMan domain is clear, the first ``per_group`` of each."""
+    with gzip.open(QUICKSTART / "genesis.jsonl.gz", "rt") as f:
+        genesis = [json.loads(line) for line in f]
+    with open(QUICKSTART / "speeches.jsonl") as f:
+        speeches = [json.loads(line) for line in f]
+    with zstandard.ZstdDecompressor().stream_reader(open(QUICKSTART / "masc.jsonl.zst", "rb")) as raw:
+        masc = [json.loads(line) for line in io.TextIOWrapper(raw, encoding="utf-8")]
+    reviews = pl.read_parquet(QUICKSTART / "reviews.parquet").to_dicts()
+    scenes = pl.read_parquet(QUICKSTART / "shakespeare.parquet").to_dicts()
+
+    def pick(rows, key):
+        return [r["text"] for r in rows if key in r["id"]][:per_group]
+
+    return {
+        "government": (("Government",), pick(speeches, "/inaugural/")),
+        "religion": (("Culture",), pick(genesis, "/english-kjv/") + pick(genesis, "/english-web/")),
+        "film reviews": (("Entertainment",), pick(reviews, "/movie_reviews/")),
+        "product reviews": (("Retail E-commerce",), pick(reviews, "/product_reviews/")),
+        "fiction": (("Entertainment", "Culture"), pick(scenes, "/shakespeare/")),
+        "legal": (("Law",), pick(masc, "court-transcript")),
+    }
+
+
+#: the issue's target on nltk_data (bench/domains.py); on these 38 documents the classifier with one prototype per
+#: domain (description and keywords only) reached 71%, the shipped one 97%
+MIN_MACRO = 0.85
+
+
+def test_clear_domains_of_the_quickstart_corpus(embedder):
+    groups = _quickstart_groups()
+    assert [len(t) for _, t in groups.values()] == [6, 12, 6, 6, 6, 2]  # the quickstart has 2 court transcripts
+    clf = DomainClassifier(embedder)
+    acc = {}
+    for name, (accepted, texts) in groups.items():
+        got = clf.classify(texts, embedder.encode(texts))
+        acc[name] = np.mean([d in accepted for d in got])
+    assert np.mean(list(acc.values())) >= MIN_MACRO, acc
