@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from winnow.core.errors import CurationError
 from winnow.core.io import join_path
 from winnow.core.lock import RunLock
 from winnow.core.manifest import MANIFEST, Manifest
@@ -59,6 +60,16 @@ class RunDir:
 
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self._p(*parts))
+
+    def local_path(self, *parts: str) -> str:
+        """The local file-system path of ``<run>/<parts>`` for tools that need one (datatrove's MinHash steps
+        rename and link files); a clear error for a remote run directory."""
+        if "file" not in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)):
+            raise CurationError(
+                f"{self.url}: this step needs a local (or mounted) run directory; use a shared file system path "
+                "for io.output"
+            )
+        return self._p(*parts)
 
     def write_text(self, rel: str, text: str) -> None:
         """Write a small text file atomically (UTF-8; temp name, then rename)."""

@@ -27,6 +27,7 @@ from winnow.mixers.config import MixSection
 from winnow.pipeline.prune.section import PruneSection
 from winnow.scorers.backends import RATERS
 from winnow.scorers.llm import LLMSection
+from winnow.scorers.prefilter import PrefilterSection
 from winnow.scorers.student import StudentSection
 
 
@@ -81,6 +82,18 @@ class DedupSection(Section):
         dtype: the torch backend's screening precision: ``float32``, ``bfloat16`` or ``float16``. Candidates are
             rescored exactly whatever it is, so the result is the same; 16-bit screens faster on a GPU but leaves
             more candidates to rescore.
+        bucket_dtype: the value type of the vectors in the cluster-sorted copy that assign writes for SemDeDup
+            (``buckets/``): ``float32`` (the embeddings' own bits) or ``float16`` (a third of that copy's disk;
+            SemDeDup then compares the float16-rounded vectors: similarities moved by at most 1.1e-4 in
+            bench/RESULTS.md, so a decision changes only for a pair that close to ``1 − eps``).
+        read_buffer_mib: how much of other clusters' vectors a dedup task may hold besides the current cluster's:
+            assign packs whole clusters into a bucket file's row groups of about this size divided by the number
+            of shards, and a task holds one row group of each shard's file. ``0``: a row group per cluster, so a
+            task holds exactly one cluster (but a cluster's rows per shard are few: many small reads, larger files).
+        warn_cluster_pairs: warn when one cluster has at least this many pairs (n(n−1)/2; 10⁹ is a cluster of
+            about 45,000, some seconds of CPU): its pairwise pass and its vectors dominate its dedup task.
+        warn_pair_share: warn when one cluster holds at least this share of its bucket's pairs (and at least 10⁷
+            pairs): the bucket's time is mostly that one cluster. Raising ``cluster.k`` splits it.
     """
 
     rank: Literal["hard", "easy", "random"] = "hard"
@@ -90,6 +103,10 @@ class DedupSection(Section):
     backend: Literal["numpy", "torch", "auto"] = "numpy"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    bucket_dtype: Literal["float32", "float16"] = "float32"
+    read_buffer_mib: int = Field(64, ge=0)
+    warn_cluster_pairs: int = Field(10**9, ge=1)
+    warn_pair_share: float = Field(0.5, gt=0.0, le=1.0)
 
 
 #: the allowed ``score.backend`` values: ``none`` and the registered rater backends (``winnow strategies`` lists them)
@@ -271,6 +288,8 @@ class WinnowConfig(Section):
         prune: turning scores into keep decisions (strategy and target).
         mix: the mixture planner (scaling law, pools, budget, end-of-training upsampling).
         executor: where the stages run: local processes, Ray or Slurm (datatrove executors).
+        prefilter: pre-filters before embedding (language ID, datatrove's rule filters, exact and MinHash dedup);
+            absent: none run. ``prefilter: {}`` turns every part on with its defaults.
     """
 
     run: RunSection = Field(default_factory=RunSection)
@@ -282,6 +301,7 @@ class WinnowConfig(Section):
     prune: PruneSection = Field(default_factory=PruneSection)
     mix: MixSection = Field(default_factory=MixSection)
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
+    prefilter: PrefilterSection | None = None
 
     @property
     def cluster_seed(self) -> int:
@@ -297,6 +317,8 @@ class WinnowConfig(Section):
         """
         # the mixer reads the curated shards and writes only the plan: its settings never change a stage's outputs
         data = self.model_dump(mode="json", exclude={"executor": True, "mix": True, "run": {"name"}})
+        if data.get("prefilter") is None:  # absent: the fingerprints of runs made before pre-filters existed
+            data.pop("prefilter", None)
         for field in ("storage_options", "output", "input"):  # inputs count as the resolved shard list
             data["io"].pop(field, None)
         for field in ("prefetch", "tokenize_workers", "tokenizer"):  # how tokens are made, never which
@@ -391,6 +413,10 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 MAX_CONFIG_BYTES = 1 << 20
 
 
+#: top-level sections that are off when absent or null
+_OPTIONAL_SECTIONS = ("prefilter",)
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """A SafeLoader that refuses anchors and aliases: ``&a`` / ``*a`` let a few hundred bytes expand into
     gigabytes (a "billion laughs"), and a winnow config never needs them."""
@@ -461,8 +487,9 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        # a section whose keys are all commented out loads as None: treat it as empty
-        data = {k: ({} if v is None else v) for k, v in loaded.items()}
+        # a section whose keys are all commented out loads as None: treat it as empty; an optional section (off by
+        # default: prefilter) stays off when null (`prefilter: {}` turns it on)
+        data = {k: ({} if v is None and k not in _OPTIONAL_SECTIONS else v) for k, v in loaded.items()}
     for item in overrides or []:
         parts, value = parse_override(item)
         apply_override(data, parts, value)

@@ -276,17 +276,27 @@ def _stage_command(stages: list[str] | None, help_text: str):
 app.command("run")(
     _stage_command(
         None,
-        "Run every registered stage (`winnow stages` lists them): read, embed, cluster (fit + assign), dedup, "
-        "score, prune, write curated shards; print a summary.\n\n"
+        "Run every registered stage (`winnow stages` lists them): read, pre-filters (with a prefilter section), "
+        "embed, cluster (fit + assign), dedup, score, prune, write curated shards; print a summary.\n\n"
         "Stages whose config did not change are skipped, so changing only prune.* redoes only prune and write.\n\n"
         "Example: winnow run -c configs/quickstart.yaml --set prune.strategy=dbp --set prune.keep_fraction=0.5",
     )
 )
+app.command("prefilter")(
+    _stage_command(
+        ["read", "prefilter", "textdedup"],
+        "Parse and validate every shard once, then run the pre-filters of the config's prefilter section: language "
+        "ID and datatrove's rule filters per shard (filters/<shard>.parquet), exact and MinHash dedup across shards "
+        "(textdedup/<shard>.parquet). Filtered documents are not embedded. Nothing to do without a prefilter section."
+        "\n\nExample: winnow prefilter -c configs/web.yaml",
+    )
+)
 app.command("embed")(
     _stage_command(
-        ["read", "embed"],
-        "Parse and validate every shard once (docs/, rejects/), then embed every valid document into "
-        "<output>/embeddings/<shard>.parquet (id, embedding), L2-normalised. Bad rows go to <output>/rejects/.",
+        ["read", "prefilter", "textdedup", "embed"],
+        "Parse and validate every shard once (docs/, rejects/), run the pre-filters (if configured), then embed every "
+        "surviving document into <output>/embeddings/<shard>.parquet (id, embedding), L2-normalised. Bad rows go to "
+        "<output>/rejects/.",
     )
 )
 app.command("cluster")(
@@ -313,7 +323,7 @@ app.command("score")(
 )
 app.command("prune")(
     _stage_command(
-        ["prune", "write"],
+        ["prune", "decide", "write"],
         "Decide keep/drop for prune.strategy and its target from the stored scores (decisions/, "
         "cluster_stats.parquet, prune.json), then write the curated shards. Never recomputes embeddings, clusters "
         "or similarities.",

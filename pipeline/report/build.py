@@ -21,7 +21,19 @@ from winnow.pipeline.report.figures import (
     fig_score_histograms,
     png,
 )
-from winnow.pipeline.report.law import law_fit_table, law_prediction_table, single_pool_law
+from winnow.pipeline.report.funnel import fig_prefilter_funnel, funnel_blocks, prefilter_funnel
+from winnow.pipeline.report.law import (
+    LAW_POINT,
+    bucket_law,
+    bucket_tokens,
+    fitted_bucket_law,
+    law_fit_table,
+    law_points,
+    law_prediction_table,
+    predicted_errors,
+    quality_buckets,
+    single_pool_law,
+)
 from winnow.pipeline.report.proxy import proxy_curves
 from winnow.pipeline.report.render import report_blocks, to_html, to_markdown
 from winnow.pipeline.report.scores import load_run
@@ -94,24 +106,46 @@ def build_report(
     fit_note = None
     tables: dict[str, pl.DataFrame] = {}
     proxy_info: dict[str, Any] = {}
-    if proxy is not None:
-        per_point, ckpts, proxy_info = proxy_curves(scores, points, proxy)
+    buckets = quality_buckets(scores.frame, scores.cfg, scores.quality)
+    bucket_params = bucket_law(scores.cfg, buckets)
+    if proxy is not None:  # the strategies' points and, per quality bucket, the law fit's (law.py module doc)
+        law_pts, pool_words = law_points(
+            scores.frame, buckets, proxy.tokens_trained, proxy.heldout_fraction, proxy.seed
+        )
+        per_point, ckpts, proxy_info = proxy_curves(scores, [*points, *law_pts], proxy)
+        is_law = pl.col("strategy").str.starts_with(LAW_POINT)
+        per_point, law_ckpts, ckpts = per_point.filter(~is_law), ckpts.filter(is_law), ckpts.filter(~is_law)
         curves = curves.join(per_point, on=["strategy", "keep_fraction"], how="left", maintain_order="left")
-        tables["law_fit"], fit_json, fit_note = law_fit_table(ckpts)
+        tables["law_fit"], fit_json, fit_note = law_fit_table(
+            law_ckpts, pool_words, buckets, {"proxy": proxy.to_dict()}
+        )
         tables["proxy_checkpoints"] = ckpts
+        if fit_json is not None:  # predicted_error from the law just measured
+            bucket_params = fitted_bucket_law(fit_json, buckets, scores.cfg, f"{REPORT_DIR}/law_fit.json")
+            curves = curves.with_columns(predicted_errors(curves, bucket_params, budget))
     tables = {"pruning_curves": curves, **tables}
     tables["score_histograms"] = score_histogram_table(scores, sorted(set(curves["keep_fraction"].to_list())))
     if scores.clusters:
         tables["cluster_sizes"] = cluster_size_table(scores)
     tables["domain_share"] = domain_share_table(scores, points)
-    tables["law_prediction"] = law_prediction_table(curves, law, budget, corpus_tokens, scores.cfg.mix.max_repeats)
+    everything = bucket_tokens(
+        [True] * scores.frame.height, buckets, scores.frame["n_words"].cast(pl.Float64).fill_null(0).to_numpy()
+    )
+    tables["law_prediction"] = law_prediction_table(
+        curves, bucket_params, budget, corpus_tokens, scores.cfg.mix.max_repeats, composition=everything
+    )
 
+    funnel = prefilter_funnel(rd, scores.cfg, _stems(rd, scores))
+    if funnel is not None:
+        tables["prefilter_funnel"] = funnel
     figures, ref_fraction = _figures(tables, curves, budget)
     files, images = _write_tables_and_figures(rd, tables, figures, fit_json)
     if fit_note:
         notes.append(fit_note)
 
-    blocks = report_blocks(scores, curves, law, budget, ref_fraction, figures, proxy, proxy_info, fit_json, notes)
+    blocks = report_blocks(
+        scores, curves, law, budget, ref_fraction, figures, proxy, proxy_info, fit_json, notes, funnel_blocks(funnel)
+    )
     title = f"winnow report: {scores.cfg.run.name or rd.url.rsplit('/', 1)[-1]}"
     rd.write_text(f"{REPORT_DIR}/report.md", to_markdown(blocks))
     rd.write_text(f"{REPORT_DIR}/report.html", to_html(blocks, images, title))
@@ -134,7 +168,17 @@ def _figures(tables: dict[str, pl.DataFrame], curves: pl.DataFrame, budget: int)
         figures["cluster_sizes"] = fig_cluster_sizes(tables["cluster_sizes"])
     if "law_fit" in tables and tables["law_fit"].height:
         figures["law_fit"] = fig_law_fit(tables["law_fit"])
+    if "prefilter_funnel" in tables:
+        figures["prefilter_funnel"] = fig_prefilter_funnel(tables["prefilter_funnel"])
     return figures, ref_fraction
+
+
+def _stems(rd: RunDir, scores: Any) -> list[str]:
+    """The run's output names: the manifest's, else those of the frame."""
+    manifest = rd.manifest()
+    if manifest is not None:
+        return [s.stem for s in manifest.to_shards()]
+    return sorted(set(scores.frame["stem"].to_list()))
 
 
 def _write_tables_and_figures(

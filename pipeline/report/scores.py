@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from loguru import logger
 
@@ -22,6 +23,7 @@ from winnow.pipeline.config import (
     load_run_config,
 )
 from winnow.pipeline.report.decisions import read_stored_scores
+from winnow.scorers.prefilter import PREFILTER_REASONS
 
 __all__ = ["RunScores", "load_run", "run_config"]
 
@@ -110,7 +112,13 @@ def _read_columns(rd: RunDir, cfg: WinnowConfig, shards: list[Shard], columns: l
             except (pa.ArrowInvalid, OSError) as e:
                 raise CurationError(f"{rd.url_of(rel)}: unreadable ({e}); rerun `winnow run` to rewrite it") from e
             want = [id_f, *[c for c in columns if c in names and c != id_f]]
-            t = read_parquet(rd, rel, columns=want)
+            prefiltered = "drop_reason" in names and cfg.prefilter is not None
+            t = read_parquet(rd, rel, columns=want + (["drop_reason"] if prefiltered else []))
+            if prefiltered:  # the stored scores cover the pre-filters' survivors only
+                gone = pc.is_in(t.column("drop_reason"), value_set=pa.array(PREFILTER_REASONS))
+                t = t.filter(pc.invert(pc.fill_null(gone, False))).select(want)
+        elif cfg.prefilter is not None:
+            return None  # the input rows cannot be matched to the survivors without curated/
         else:
             try:
                 tables = [b.table for b in ShardReader(shard, cfg.io)]

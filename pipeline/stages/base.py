@@ -33,12 +33,13 @@ from tqdm.auto import tqdm
 import winnow
 from winnow.core.cli_util import check_interrupted
 from winnow.core.errors import CurationError
-from winnow.core.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader
+from winnow.core.io import REJECT_SCHEMA, AtomicParquetWriter, ReadBatch, Shard, ShardReader, VectorWriter
 from winnow.core.registry import Registry
 from winnow.core.rundir import RunDir
 from winnow.core.stats import ShardStats
 from winnow.embedding.embed import model_label
 from winnow.pipeline.config import WinnowConfig
+from winnow.pipeline.stages.survivors import dedup_digest, dedup_on, survivor_mask
 
 #: the ``read`` stage's columnar copy of every shard's valid rows, and the column holding each row's record index
 DOCS = "docs"
@@ -142,6 +143,9 @@ class Stage(PipelineStep):
     config_keys: ClassVar[list[str]] = ["io", "embed"]
     #: whether the outputs depend on the whole list of input shards (global steps and everything after them)
     uses_shard_list: ClassVar[bool] = False
+    #: whether the stage runs after the pre-filters and sees their survivors only: the ``prefilter`` section is then
+    #: part of its fingerprint, and (per shard) which rows the text dedup dropped is part of its markers
+    after_prefilter: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -169,7 +173,10 @@ class Stage(PipelineStep):
         """The fingerprint of the config values the stage uses; with ``uses_shard_list``, also of every input
         shard's URL and content fingerprint (a grown, replaced, added or removed shard redoes the global steps)."""
         extra = [[s.url, s.fingerprint] for s in shards] if cls.uses_shard_list else None
-        return cfg.fingerprint(cls.config_keys, extra=extra)
+        keys = cls.config_keys
+        if cls.after_prefilter and cfg.prefilter is not None and "prefilter" not in keys:
+            keys = [*keys, "prefilter"]
+        return cfg.fingerprint(keys, extra=extra)
 
     @property
     def fingerprint(self) -> str:
@@ -290,9 +297,10 @@ class Stage(PipelineStep):
         """The metadata of the files this stage writes."""
         return provenance(self.cfg, self.name)
 
-    def writer(self, rel: str, schema: pa.Schema | None = None) -> AtomicParquetWriter:
-        """An atomic parquet writer for ``<run>/<rel>`` with provenance metadata and the io settings."""
-        return AtomicParquetWriter(
+    def writer(self, rel: str, schema: pa.Schema | None = None, vectors: bool = False) -> AtomicParquetWriter:
+        """An atomic parquet writer for ``<run>/<rel>`` with provenance metadata and the io settings (``vectors``: a
+        file with an ``embedding`` column, written by ``VectorWriter``)."""
+        return (VectorWriter if vectors else AtomicParquetWriter)(
             self.run_dir.url_of(rel),
             schema,
             self.provenance(),
@@ -300,6 +308,14 @@ class Stage(PipelineStep):
             row_group_size=self.cfg.io.row_group_size,
             storage_options=self.cfg.io.storage_options,
         )
+
+
+def require_prefilter(stage: Stage) -> None:
+    """Raise unless the pre-filters (when the config has them) completed: a stage that reads survivors needs them."""
+    if stage.cfg.prefilter is not None:
+        stage.require("prefilter")
+        if dedup_on(stage.cfg):
+            stage.require("textdedup")
 
 
 class ShardStage(Stage):
@@ -313,6 +329,8 @@ class ShardStage(Stage):
         name, or the same file grown or replaced, is redone."""
         shard = next(s for s in self.shards if s.stem == unit)
         digest = hashlib.sha256(f"{shard.url}\n{shard.fingerprint}".encode()).hexdigest()[:12]
+        if self.after_prefilter and dedup_on(self.cfg):  # survivors also depend on the other shards
+            return f"{fingerprint or self.fingerprint}-{digest}-{dedup_digest(self.run_dir, unit)}"
         return f"{fingerprint or self.fingerprint}-{digest}"
 
     def outputs(self, unit: str) -> list[str]:
@@ -328,13 +346,42 @@ class ShardStage(Stage):
     def process_shard(self, shard: Shard, stats: ShardStats) -> None:
         """This stage's work on one shard (rejects are counted by ``read``; count kept/dropped here)."""
 
-    def read(self, shard: Shard, stats: ShardStats, rejects: RejectSink) -> Iterator[ReadBatch]:
+    def read(
+        self, shard: Shard, stats: ShardStats, rejects: RejectSink, survivors: bool = False
+    ) -> Iterator[ReadBatch]:
         """Validated batches of ``shard``; rejects go to ``rejects`` and are counted in ``stats``.
+
+        With ``survivors`` (and a ``prefilter`` section), only the rows every pre-filter kept: the others are counted
+        as ``dropped`` (``prefiltered``) and never reach the stage.
 
         When the ``read`` stage has parsed the shard under the current config, this reads its columnar copy
         (``docs/<stem>.parquet``, one row group per read batch, so batches are the same) instead of parsing the
         raw file again, and takes the rejects' counts from its stats (the rejects file it wrote stays as it is).
         """
+        batches = self._read_all(shard, stats, rejects)
+        mask = survivor_mask(self.run_dir, self.cfg, shard.stem) if survivors else None
+        if mask is None:
+            yield from batches
+            return
+        offset = 0
+        for batch in batches:
+            n = batch.table.num_rows
+            keep = mask[offset : offset + n]
+            offset += n
+            if len(keep) < n:
+                break
+            if not keep.all():
+                stats.dropped += int(n - keep.sum())
+                stats.count("prefiltered", int(n - keep.sum()))
+                batch = ReadBatch(batch.table.filter(pa.array(keep)), batch.rows[keep], batch.rejects)
+            yield batch
+        if offset != len(mask):
+            raise CurationError(
+                f"{shard.url}: filters/{shard.stem}.parquet covers {len(mask)} rows but the shard has {offset} valid "
+                "rows (was the input changed since the run?): rerun `winnow run`"
+            )
+
+    def _read_all(self, shard: Shard, stats: ShardStats, rejects: RejectSink) -> Iterator[ReadBatch]:
         if self.name != "read" and self._parsed(shard):
             yield from self._read_parsed(shard, stats, rejects)
             return

@@ -25,7 +25,8 @@ from winnow.core.stats import ShardStats
 from winnow.embedding.embed import Embedder, model_label
 from winnow.embedding.section import EXTERNAL
 from winnow.pipeline.config import WinnowConfig
-from winnow.pipeline.stages.base import RejectSink, ShardStage, provenance, register_stage
+from winnow.pipeline.stages.base import RejectSink, ShardStage, provenance, register_stage, require_prefilter
+from winnow.pipeline.stages.survivors import survivor_mask
 
 #: the vector column of an embeddings file
 EMBEDDING = "embedding"
@@ -69,6 +70,7 @@ class EmbedStage(ShardStage):
         self._reference: tuple[int, str] | None = None
 
     def setup(self) -> None:
+        require_prefilter(self)
         if self.embedder is not None:
             self.embedder.setup()
 
@@ -104,10 +106,10 @@ class EmbedStage(ShardStage):
         schema = self.schema()
         value_type = schema.field(EMBEDDING).type.value_type
         with (
-            self.writer(f"embeddings/{shard.stem}.parquet", schema) as out,
+            self.writer(f"embeddings/{shard.stem}.parquet", schema, vectors=True) as out,
             RejectSink(self.run_dir, shard, provenance(self.cfg, "read")) as rej,
         ):
-            for batch in self.read(shard, stats, rej):
+            for batch in self.read(shard, stats, rej, survivors=True):
                 if batch.table.num_rows == 0:
                     continue
                 texts = batch.table.column(self.cfg.io.text_field).to_pylist()
@@ -160,10 +162,13 @@ class EmbedStage(ShardStage):
             schema = self.schema(d)
             value_type = schema.field(EMBEDDING).type.value_type
             with (
-                self.writer(f"embeddings/{shard.stem}.parquet", schema) as out,
+                self.writer(f"embeddings/{shard.stem}.parquet", schema, vectors=True) as out,
                 RejectSink(self.run_dir, shard, provenance(self.cfg, "read")) as rej,
             ):
+                # every valid row (the source file has one vector per valid row); pre-filtered rows are skipped below
                 batches = self.read(shard, stats, rej)
+                mask = survivor_mask(self.run_dir, self.cfg, shard.stem)
+                seen = 0
                 for batch in batches:
                     n = batch.table.num_rows
                     if n == 0:
@@ -171,14 +176,20 @@ class EmbedStage(ShardStage):
                     chunk = src.take(n)
                     if chunk.num_rows < n:  # the file ends early: a row missing before its end, or at its end
                         src.check_ids(chunk, batch)
-                        valid = stats.kept + n + sum(b.table.num_rows for b in batches)
+                        valid = seen + n + sum(b.table.num_rows for b in batches)
                         raise src.count_error(valid)
                     vecs = src.vectors(chunk, batch, d)
                     ids = batch.table.column(self.cfg.io.id_field)
+                    if mask is not None:
+                        keep = mask[seen : seen + n]
+                        vecs, ids = vecs[keep], ids.filter(pa.array(keep))
+                        stats.dropped += int(n - keep.sum())
+                        stats.count("prefiltered", int(n - keep.sum()))
+                    seen += n
                     out.write(pa.table([ids, vectors_to_arrow(vecs, value_type)], schema=schema))
-                    stats.kept += n
+                    stats.kept += len(vecs)
                 if src.left():
-                    raise src.count_error(stats.kept)
+                    raise src.count_error(seen)
 
 
 class SourceFile:

@@ -24,6 +24,7 @@ class ReadStage(ShardStage):
     needs = ()
     writes = (f"{DOCS}/<stem>.parquet", "rejects/<stem>.parquet")
     config_keys = ["io"]
+    after_prefilter = False
 
     def process_shard(self, shard: Shard, stats: ShardStats) -> None:
         io = self.cfg.io

@@ -11,7 +11,7 @@ from winnow.core.layout import arrow_to_vectors, read_parquet
 from winnow.core.stats import ShardStats
 from winnow.embedding.embed import Embedder
 from winnow.pipeline.config import WinnowConfig
-from winnow.pipeline.stages.base import RejectSink, ShardStage, provenance, register_stage
+from winnow.pipeline.stages.base import RejectSink, ShardStage, provenance, register_stage, require_prefilter
 from winnow.pipeline.stages.embed import _torch_threads
 from winnow.scorers.backends import RATERS
 from winnow.scorers.base import QUALITY_SCHEMA
@@ -47,6 +47,7 @@ class ScoreStage(ShardStage):
         return [] if self.cfg.score.backend == "none" else super().units()
 
     def setup(self) -> None:
+        require_prefilter(self)
         score = self.cfg.score
         self.uses_embeddings = score.backend != "none" and RATERS[score.backend].obj.uses_embeddings(score)
         if self.uses_embeddings:
@@ -71,7 +72,7 @@ class ScoreStage(ShardStage):
             self.writer(f"quality/{shard.stem}.parquet", schema) as out,
             RejectSink(self.run_dir, shard, provenance(self.cfg, "read")) as rej,
         ):
-            for batch in self.read(shard, stats, rej):
+            for batch in self.read(shard, stats, rej, survivors=True):
                 n = batch.table.num_rows
                 if n == 0:
                     continue

@@ -9,6 +9,7 @@ tiny arrays.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 from pathlib import Path
@@ -20,12 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer
+from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
 from winnow.clustering.semdedup import is_duplicate
-from winnow.mixers.laws import goyal_error
+from winnow.core.errors import ConfigError
 from winnow.pipeline.config import load_config
+from winnow.pipeline.report.law import bucket_law, bucket_tokens, predicted_error, quality_buckets
 from winnow.pipeline.report.proxy_lm import EOS, ProxyConfig, encode, eval_windows, heldout_mask, train_proxy
+from winnow.pipeline.report.proxy_tokenizer import ProxyTokenizer
 from winnow.pipeline.report.report import (
     CURVE_STRATEGIES,
     build_report,
@@ -119,7 +123,7 @@ def base(tmp_path_factory):
         corpus = make_corpus(root / "corpus")
         out = root / "run"
         cfg = load_config(None, SETS, {"io.input": [str(corpus)], "io.output": str(out)})
-        run_pipeline(cfg, ["embed", "fit", "assign", "dedup", "score", "prune", "write"], progress=False)
+        run_pipeline(cfg, ["embed", "fit", "assign", "dedup", "score", "prune", "decide", "write"], progress=False)
     finally:
         mp.undo()
     levels = pl.concat([pl.read_parquet(out / "quality" / f"{s}.parquet") for s in STEMS])["quality_overall"]
@@ -253,10 +257,15 @@ def test_coverage_dup_rate_and_tokens_recomputed_by_hand(run_copy, no_model):
         domains = f["quality_domain"].to_numpy()[keep]
         _, counts = np.unique(domains, return_counts=True)
         assert row["domain_entropy"] == pytest.approx(entropy_bits(counts))
-        # the law: one pool of the kept unique tokens at the budget (default: the corpus's tokens)
+        # the law: the kept unique tokens of each quality bucket (the mixer's pools) at the budget (default: the
+        # corpus's tokens), each bucket with its own b; with one bucket it is the one-pool law (test_law_loop.py)
         budget = sum(len(t.split()) for t in texts.to_list())
         assert row["budget_tokens"] == budget
-        assert row["predicted_error"] == pytest.approx(float(goyal_error(budget, words, 0.025, -0.12, 6.0, 0.1)))
+        buckets = quality_buckets(f, scores.cfg, scores.quality)
+        comp = bucket_tokens(keep, buckets, f["n_words"].to_numpy())
+        assert sum(comp.values()) == pytest.approx(words)
+        want = predicted_error(comp, budget, bucket_law(scores.cfg, buckets))
+        assert row["predicted_error"] == pytest.approx(want)
 
 
 def test_budget_from_the_mix_config(run_copy, no_model):
@@ -376,7 +385,8 @@ def test_report_with_proxy_lm(run_copy, no_model):
     assert (rep / "law_fit.csv").is_file() and (rep / "law_fit.png").is_file() and report.fit is not None
     fit = pl.read_csv(rep / "law_fit.csv")
     held = fit.filter(pl.col("kind") == "observed").filter(pl.col("heldout"))
-    assert held.height == c.height and (held["tokens_seen"] == TINY.tokens_trained).all()
+    # one held-out checkpoint (the largest) per quality bucket the law is fitted on
+    assert set(held["strategy"]) == {"q1", "q2", "q3", "q4"} and held.height == 4
 
 
 def test_proxy_repeats_are_averaged(run_copy, no_model):
@@ -389,6 +399,76 @@ def test_proxy_repeats_are_averaged(run_copy, no_model):
     second = 2 * row["proxy_loss"] - first  # the mean of the two runs is proxy_loss
     assert row["proxy_repeats"] == 2 and second != pytest.approx(first)
     assert row["proxy_loss_sd"] == pytest.approx(abs(first - second) / math.sqrt(2))
+
+
+def _count_trainings(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    train = ProxyTokenizer.train.__func__
+
+    def counted(cls, *args, **kwargs):
+        calls.append(1)
+        return train(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ProxyTokenizer, "train", classmethod(counted))
+    return calls
+
+
+def test_one_tokenizer_for_every_point(run_copy, no_model, monkeypatch):
+    calls = _count_trainings(monkeypatch)
+    build_report(str(run_copy), fractions=(0.5, 1.0), strategies=["random", "quality"], proxy=TINY)
+    assert calls == [1]  # trained once for the report, not per kept set
+    tok = Tokenizer.from_file(str(run_copy / "report" / "tokenizer.json"))
+    scores = load_run(str(run_copy), texts=True)
+    held = heldout_mask(scores.frame["id"].to_list(), TINY.heldout_fraction, TINY.seed)
+    texts = [t for t, h in zip(scores.frame["text"].to_list(), held, strict=True) if not h]
+    c = read_curves(run_copy)
+    row = c.filter((pl.col("strategy") == "random") & (pl.col("keep_fraction") == 1.0)).row(0, named=True)
+    # the pool is counted in that tokenizer's tokens: every training document's tokens plus its end token
+    assert row["proxy_pool_tokens"] == sum(len(e.ids) + 1 for e in tok.encode_batch(texts))
+    assert (c["proxy_vocab"] == tok.get_vocab_size()).all()
+
+
+def test_eval_shards_are_read_and_reported(run_copy, no_model, tmp_path):
+    from dataclasses import replace
+
+    clean = ["The committee approved the annual budget after a short debate.", "Rain fell on the quiet town."]
+    (tmp_path / "clean.jsonl").write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(clean))
+    )
+    build_report(
+        str(run_copy),
+        fractions=(0.5,),
+        strategies=["random"],
+        proxy=replace(TINY, evals=(str(tmp_path / "clean.jsonl"),)),
+    )
+    row = read_curves(run_copy).row(0, named=True)
+    assert row["proxy_eval"] == "clean" and row["proxy_loss"] == row["eval_clean_loss"]
+    assert math.isfinite(row["eval_heldout_loss"]) and row["eval_heldout_loss"] != row["eval_clean_loss"]
+    tok = Tokenizer.from_file(str(run_copy / "report" / "tokenizer.json"))
+    tokens = sum(len(e.ids) + 1 for e in tok.encode_batch(clean))
+    n_bytes = sum(len(t.encode()) + 1 for t in clean)
+    assert row["proxy_bpb"] == pytest.approx(row["proxy_loss"] * tokens / (n_bytes * math.log(2)))
+    assert row["eval_clean_bpb"] == row["proxy_bpb"]
+    assert set(pl.read_csv(run_copy / "report" / "proxy_checkpoints.csv")["eval"]) == {"clean"}
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_report(
+            str(run_copy), fractions=(0.5,), strategies=["random"], proxy=replace(TINY, evals=("nowhere.jsonl",))
+        )
+
+
+def test_command_proxy_flags(run_copy, no_model, tmp_path):
+    (tmp_path / "ref.jsonl").write_text(json.dumps({"text": "A short clean reference sentence for the proxy."}) + "\n")
+    args = ["report", "--run", str(run_copy), "--fractions", "0.5", "--strategies", "random", "--proxy", "lm",
+            "--proxy-tokenizer", "bytes", "--proxy-tokens", "512", "--proxy-layers", "1", "--proxy-d-model", "16",
+            "--proxy-heads", "2", "--proxy-context", "16", "--proxy-batch", "8", "--proxy-eval-tokens", "256",
+            "--proxy-repeats", "2", "--eval", str(tmp_path / "ref.jsonl"), "-q"]  # fmt: skip
+    r = CliRunner().invoke(cli(), args)
+    assert r.exit_code == 0, r.output
+    row = read_curves(run_copy).row(0, named=True)
+    assert (row["proxy_vocab"], row["proxy_repeats"], row["proxy_layers"], row["proxy_eval"]) == (257, 2, 1, "ref")
+    assert row["proxy_loss_se"] == pytest.approx(row["proxy_loss_sd"] / math.sqrt(2))
+    assert row["proxy_bpb"] == pytest.approx(row["proxy_loss"] / math.log(2))  # bytes: one token per byte
+    assert not (run_copy / "report" / "tokenizer.json").exists()
 
 
 # =============================================================================================================
@@ -414,6 +494,9 @@ def test_command(run_copy, no_model):
         (["--fractions", "0.5,1.5"], 2, "keep fractions must be in (0, 1]"),
         (["--fractions", "half"], 2, "comma-separated"),
         (["--proxy", "gpt"], 2, "--proxy"),
+        (["--proxy", "lm", "--proxy-preset", "huge"], 2, "proxy preset must be one of tiny, small"),
+        (["--proxy", "lm", "--eval", "nowhere.jsonl"], 2, "does not exist"),
+        (["--proxy", "lm", "--proxy-tokenizer", "nowhere.json"], 2, "no such file"),
         (["--strategies", "magic"], 2, "unknown strategy"),
         (["--set", "dedup.epsilon=0.1"], 2, "dedup.epsilon"),
     ],

@@ -1,0 +1,299 @@
+"""The pre-filter stages: language ID and rule filters per shard, then exact and MinHash dedup across shards.
+
+``prefilter`` (per shard) reads the shard's valid rows once and writes ``filters/<stem>.parquet``, row-aligned with
+them: ``lang``, ``lang_score``, ``drop_reason`` (``lang`` or a rule filter's name; null for a survivor),
+``filter_detail`` (datatrove's reason) and ``text_hash`` (the exact-dedup key of a survivor). With MinHash on, it
+also runs datatrove's signature step over the survivors: ``minhash/bucket_XXX/<stem>.minhash.sig``.
+
+``textdedup`` (one global unit) groups the survivors of every shard by ``text_hash`` and by datatrove's MinHash
+bucket and cluster steps, merges the two into duplicate groups and keeps the first copy of each group in the run's
+canonical order (shards by name, rows in order). It writes ``textdedup/<stem>.parquet``: one row per group member
+with ``pos`` (valid-row index), ``drop_reason`` (null for the survivor; ``exact_duplicate`` when the member's
+normalised text equals an earlier member's, else ``minhash_duplicate``), ``dup_of`` and ``dup_group`` (both the
+survivor's id). It holds 16 bytes per survivor (hash, shard, row) and the group members' ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from winnow.core.errors import CurationError
+from winnow.core.io import Shard
+from winnow.core.layout import read_parquet
+from winnow.core.stats import ShardStats
+from winnow.pipeline.stages.base import RejectSink, ShardStage, Stage, provenance, register_stage
+from winnow.pipeline.stages.survivors import FILTERS, TEXTDEDUP, dedup_on
+from winnow.scorers.lang import LanguageIdentifier, lang_drop
+from winnow.scorers.rules import RuleFilters
+from winnow.scorers.textdedup import minhash_clusters, remove_signatures, text_hashes, write_signatures
+
+MINHASH = "minhash"
+
+FILTER_SCHEMA_FIELDS = [
+    ("lang", pa.string()),
+    ("lang_score", pa.float32()),
+    ("drop_reason", pa.string()),
+    ("filter_detail", pa.string()),
+    ("text_hash", pa.uint64()),
+]
+TEXTDEDUP_SCHEMA = pa.schema(
+    [("pos", pa.int64()), ("drop_reason", pa.string()), ("dup_of", pa.string()), ("dup_group", pa.string())]
+)
+
+
+@register_stage(order=60)
+class PrefilterStage(ShardStage):
+    """Language ID and rule filters on every valid document of a shard (``filters/<stem>.parquet``), and the
+    survivors' MinHash signatures (``minhash/``). Runs only when the config has a ``prefilter`` section."""
+
+    name = "prefilter"
+    needs = ("read",)
+    writes = (f"{FILTERS}/<stem>.parquet", f"{MINHASH}/<bucket>/<stem>.minhash.sig", "rejects/<stem>.parquet")
+    optional_writes = ("rejects/<stem>.parquet", f"{MINHASH}/<bucket>/<stem>.minhash.sig")
+    config_keys = ["io", "prefilter"]
+    after_prefilter = False
+
+    def units(self) -> list[str]:
+        return [] if self.cfg.prefilter is None else super().units()
+
+    def setup(self) -> None:
+        p = self.cfg.prefilter
+        assert p is not None
+        self.lid = LanguageIdentifier(p.lang) if p.lang.enabled else None
+        self.rules = RuleFilters(p.rules) if p.rules.enabled else None
+        for part in (self.lid, self.rules):
+            if part is not None:
+                part.setup()
+
+    def outputs(self, unit: str) -> list[str]:
+        out = super().outputs(unit)
+        p = self.cfg.prefilter
+        if p is not None and p.minhash.enabled:
+            out += [f"{MINHASH}/bucket_{b:03d}/{unit}.minhash.sig" for b in range(p.minhash.bands)]
+        return out
+
+    def process_shard(self, shard: Shard, stats: ShardStats) -> None:
+        p = self.cfg.prefilter
+        assert p is not None
+        schema = pa.schema([(self.cfg.io.id_field, pa.string()), *FILTER_SCHEMA_FIELDS])
+        with (
+            self.writer(f"{FILTERS}/{shard.stem}.parquet", schema) as out,
+            RejectSink(self.run_dir, shard, provenance(self.cfg, "read")) as rej,
+        ):
+            survivors = self._filter(shard, stats, rej, out, schema)
+            if p.minhash.enabled:
+                folder = self.run_dir.local_path(MINHASH)
+                write_signatures(survivors, folder, shard.stem, p.minhash)
+            else:
+                for _ in survivors:
+                    pass
+
+    def _filter(self, shard: Shard, stats: ShardStats, rej: RejectSink, out: Any, schema: pa.Schema) -> Iterator[str]:
+        """Filter the shard batch by batch, writing ``filters/`` rows; yields each survivor's text (the MinHash
+        signature step consumes them as they come)."""
+        p = self.cfg.prefilter
+        assert p is not None
+        text_f, id_f = self.cfg.io.text_field, self.cfg.io.id_field
+        for batch in self.read(shard, stats, rej):
+            n = batch.table.num_rows
+            texts = batch.table.column(text_f).to_pylist()
+            reason: list[str | None] = [None] * n
+            detail: list[str | None] = [None] * n
+            langs: list[str | None] = [None] * n
+            scores = np.full(n, np.nan, dtype=np.float32)
+            if self.lid is not None:
+                langs, scores = self.lid.predict(texts)
+                for i in np.flatnonzero(lang_drop(langs, scores, p.lang)):
+                    reason[i], detail[i] = "lang", f"{langs[i]}:{float(scores[i]):.2f}"
+            if self.rules is not None:
+                todo = [i for i in range(n) if reason[i] is None]
+                for i, verdict in zip(todo, self.rules.check([texts[i] for i in todo]), strict=True):
+                    if verdict is not None:
+                        reason[i], detail[i] = verdict
+            alive = [i for i in range(n) if reason[i] is None]
+            hashes: list[int | None] = [None] * n
+            if p.exact.enabled and alive:
+                for i, h in zip(alive, text_hashes(texts[i] for i in alive).tolist(), strict=True):
+                    hashes[i] = h
+            out.write(
+                pa.table(
+                    [
+                        batch.table.column(id_f),
+                        pa.array(langs, pa.string()),
+                        pa.array(scores, pa.float32(), mask=np.isnan(scores)),
+                        pa.array(reason, pa.string()),
+                        pa.array(detail, pa.string()),
+                        pa.array(hashes, pa.uint64()),
+                    ],
+                    schema=schema,
+                )
+            )
+            stats.kept += len(alive)
+            stats.dropped += n - len(alive)
+            for r in reason:
+                if r is not None:
+                    stats.count(f"dropped_{r}")
+            for i in alive:
+                yield texts[i]
+
+
+@register_stage(order=70)
+class TextDedupStage(Stage):
+    """Exact and MinHash dedup over the pre-filters' survivors of every shard (``textdedup/<stem>.parquet``)."""
+
+    name = "textdedup"
+    needs = ("prefilter",)
+    writes = (f"{TEXTDEDUP}/<stem>.parquet",)
+    config_keys = ["io", "prefilter"]
+    uses_shard_list = True
+    after_prefilter = False
+
+    def units(self) -> list[str]:
+        return ["all"] if dedup_on(self.cfg) else []
+
+    def process_unit(self, unit: str, stats: ShardStats) -> None:
+        self.require("prefilter")
+        p = self.cfg.prefilter
+        assert p is not None
+        stems = [s.stem for s in self.shards]
+        frame = self._survivors(stems)  # shard, pos, hash
+        edges = []
+        if p.exact.enabled:
+            edges.append(_exact_edges(frame))
+        if p.minhash.enabled:
+            folder = self.run_dir.local_path(MINHASH)
+            remove_signatures(folder, set(stems), p.minhash.bands)
+            edges.append(self._minhash_edges(folder, stems, frame))
+        groups = _groups(frame, edges, exact=p.exact.enabled)
+        self._write(stems, frame, groups, stats)
+
+    def _survivors(self, stems: list[str]) -> pl.DataFrame:
+        """Every survivor of the per-shard filters: node (its index here), shard, pos, hash (0 without exact)."""
+        exact = self.cfg.prefilter is not None and self.cfg.prefilter.exact.enabled
+        parts = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "hash": pl.UInt64})]
+        for i, stem in enumerate(stems):
+            t = read_parquet(self.run_dir, f"{FILTERS}/{stem}.parquet", ["drop_reason", "text_hash"])
+            alive = pc.is_null(t.column("drop_reason")).to_numpy(zero_copy_only=False)
+            pos = np.flatnonzero(alive)
+            if exact:  # filter first: a null in the column would make numpy floats of the 64-bit hashes
+                h = t.column("text_hash").filter(pa.array(alive)).to_numpy(zero_copy_only=False).astype(np.uint64)
+            else:
+                h = np.zeros(len(pos), np.uint64)
+            shard = np.full(len(pos), i, np.int32)
+            parts.append(pl.DataFrame({"shard": shard, "pos": pos.astype(np.int64), "hash": h}))
+        return pl.concat(parts).with_row_index("node")
+
+    def _minhash_edges(self, folder: str, stems: list[str], frame: pl.DataFrame) -> pl.DataFrame:
+        """(node, cluster) pairs from datatrove's MinHash clusters; a document index is the survivor's rank in its
+        shard (the signature step saw survivors only)."""
+        assert self.cfg.prefilter is not None
+        clusters = minhash_clusters(folder, self.cfg.prefilter.minhash, stems)
+        parts = []
+        for i, stem in enumerate(stems):
+            if stem not in clusters:
+                continue
+            pairs = clusters[stem]
+            rows = frame.filter(pl.col("shard") == i)["node"].to_numpy()
+            if len(pairs) and int(pairs[:, 0].max()) >= len(rows):
+                raise CurationError(f"{MINHASH}/ signatures of {stem} do not match {FILTERS}/{stem}.parquet: rerun")
+            parts.append(pl.DataFrame({"node": rows[pairs[:, 0]], "key": pairs[:, 1].astype(np.int64)}))
+        if not parts:
+            return pl.DataFrame(schema={"node": pl.UInt32, "key": pl.Int64})
+        return pl.concat(parts)
+
+    def _write(self, stems: list[str], frame: pl.DataFrame, groups: pl.DataFrame, stats: ShardStats) -> None:
+        ids = self._ids(stems, groups)
+        groups = groups.join(ids, on=["shard", "pos"], how="left")
+        first = groups.filter(pl.col("survivor")).select(["group", pl.col("id").alias("dup_group")])
+        groups = groups.join(first, on="group", how="left")
+        stats.input += frame.height
+        for i, stem in enumerate(stems):
+            part = groups.filter(pl.col("shard") == i).sort("pos")
+            reason = part["reason"].to_list()
+            table = pa.table(
+                {
+                    "pos": pa.array(part["pos"].to_numpy(), pa.int64()),
+                    "drop_reason": pa.array(reason, pa.string()),
+                    "dup_of": pa.array(
+                        [g if r else None for g, r in zip(part["dup_group"], reason, strict=True)], pa.string()
+                    ),  # fmt: skip
+                    "dup_group": pa.array(part["dup_group"].to_list(), pa.string()),
+                },
+                schema=TEXTDEDUP_SCHEMA,
+            )
+            with self.writer(f"{TEXTDEDUP}/{stem}.parquet", TEXTDEDUP_SCHEMA) as w:
+                w.write(table)
+            for r in reason:
+                if r is not None:
+                    stats.dropped += 1
+                    stats.count(f"dropped_{r}")
+        stats.kept += frame.height - stats.dropped
+
+    def _ids(self, stems: list[str], groups: pl.DataFrame) -> pl.DataFrame:
+        """The id of every group member (read from ``filters/``, one shard at a time)."""
+        id_f = self.cfg.io.id_field
+        parts = []
+        for i, stem in enumerate(stems):
+            pos = groups.filter(pl.col("shard") == i)["pos"].to_numpy()
+            if len(pos) == 0:
+                continue
+            col = read_parquet(self.run_dir, f"{FILTERS}/{stem}.parquet", [id_f]).column(0)
+            parts.append(
+                pl.DataFrame({"shard": np.full(len(pos), i, np.int32), "pos": pos, "id": col.take(pos).to_pylist()})
+            )
+        if not parts:
+            return pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "id": pl.String})
+        return pl.concat(parts)
+
+
+def _exact_edges(frame: pl.DataFrame) -> pl.DataFrame:
+    """(node, key) for every survivor whose normalised text occurs more than once (key: the hash)."""
+    dup = frame.filter(pl.col("hash").is_duplicated())
+    return dup.select(["node", pl.col("hash").reinterpret(signed=True).cast(pl.Int64).alias("key")])
+
+
+def _groups(frame: pl.DataFrame, edge_sets: list[pl.DataFrame], exact: bool) -> pl.DataFrame:
+    """Duplicate groups from (node, key) memberships (nodes sharing a key, in any of the sets, are one group).
+
+    Returns one row per member: shard, pos, group, survivor (the first member in (shard, pos) order) and reason
+    (null for the survivor; ``exact_duplicate`` when ``exact`` and an earlier member has the same text hash, else
+    ``minhash_duplicate``)."""
+    sets = [e for e in edge_sets if e.height]
+    if not sets:
+        return pl.DataFrame(
+            schema={"shard": pl.Int32, "pos": pl.Int64, "group": pl.Int64, "survivor": pl.Boolean, "reason": pl.String}
+        )
+    # a bipartite graph: node ↔ (set, key); its connected components are the duplicate groups
+    n = frame.height
+    src, dst, offset = [], [], n
+    for e in sets:
+        keys = e["key"].rank("dense").cast(pl.Int64).to_numpy() - 1
+        src.append(e["node"].cast(pl.Int64).to_numpy())
+        dst.append(keys + offset)
+        offset += int(keys.max()) + 1
+    a, b = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(offset, offset))
+    _, label = connected_components(graph, directed=False)
+    members = np.unique(a)
+    labels = pl.DataFrame({"node": members.astype(np.uint32), "group": label[members].astype(np.int64)})
+    g = frame.join(labels, on="node", how="inner").sort(["group", "shard", "pos"])
+    g = g.with_columns(
+        (pl.int_range(pl.len()).over("group") == 0).alias("survivor"),
+        pl.col("hash").is_first_distinct().over("group").alias("_new_text"),
+    )
+    reason = (
+        pl.when(pl.col("survivor"))
+        .then(pl.lit(None, pl.String))
+        .when(pl.lit(exact) & ~pl.col("_new_text"))
+        .then(pl.lit("exact_duplicate"))
+        .otherwise(pl.lit("minhash_duplicate"))
+    )
+    return g.with_columns(reason.alias("reason")).select(["shard", "pos", "group", "survivor", "reason"])
