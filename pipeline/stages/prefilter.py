@@ -10,7 +10,9 @@ bucket and cluster steps, merges the two into duplicate groups and keeps the fir
 canonical order (shards by name, rows in order). It writes ``textdedup/<stem>.parquet``: one row per group member
 with ``pos`` (valid-row index), ``drop_reason`` (null for the survivor; ``exact_duplicate`` when the member's
 normalised text equals an earlier member's, else ``minhash_duplicate``), ``dup_of`` and ``dup_group`` (both the
-survivor's id). It holds 16 bytes per survivor (hash, shard, row) and the group members' ids.
+survivor's id). It holds the group members only: the exact keys are grouped in passes over ``hash % passes`` of at
+most 20M survivors each (every pass reads each shard's hash column), and datatrove's cluster step keeps its
+union-find over the MinHash duplicates.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ FILTER_SCHEMA_FIELDS = [
     ("filter_detail", pa.string()),
     ("text_hash", pa.uint64()),
 ]
+#: survivors whose (shard, pos, hash) one exact-dedup pass holds (24 bytes each: ~0.5 GB); more take more passes
+_EXACT_PASS_ROWS = 20_000_000
 TEXTDEDUP_SCHEMA = pa.schema(
     [("pos", pa.int64()), ("drop_reason", pa.string()), ("dup_of", pa.string()), ("dup_group", pa.string())]
 )
@@ -164,57 +168,92 @@ class TextDedupStage(Stage):
         p = self.cfg.prefilter
         assert p is not None
         stems = [s.stem for s in self.shards]
-        frame = self._survivors(stems)  # shard, pos, hash
-        edges = []
+        alive = [self._alive(stem) for stem in stems]  # survivors' valid-row positions, per shard
+        members = []  # (shard, pos, key kind) of every document in some group
         if p.exact.enabled:
-            edges.append(_exact_edges(frame))
+            members.append(self._exact_members(stems, alive))
         if p.minhash.enabled:
             folder = self.run_dir.local_path(MINHASH)
             remove_signatures(folder, set(stems), p.minhash.bands)
-            edges.append(self._minhash_edges(folder, stems, frame))
+            members.append(self._minhash_members(folder, stems, alive))
+        frame, edges = self._member_graph(stems, members)
         groups = _groups(frame, edges, exact=p.exact.enabled)
-        self._write(stems, frame, groups, stats)
+        self._write(stems, sum(len(a) for a in alive), groups, stats)
 
-    def _survivors(self, stems: list[str]) -> pl.DataFrame:
-        """Every survivor of the per-shard filters: node (its index here), shard, pos, hash (0 without exact)."""
-        exact = self.cfg.prefilter is not None and self.cfg.prefilter.exact.enabled
-        parts = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "hash": pl.UInt64})]
-        for i, stem in enumerate(stems):
-            t = read_parquet(self.run_dir, f"{FILTERS}/{stem}.parquet", ["drop_reason", "text_hash"])
-            alive = pc.is_null(t.column("drop_reason")).to_numpy(zero_copy_only=False)
-            pos = np.flatnonzero(alive)
-            if exact:  # filter first: a null in the column would make numpy floats of the 64-bit hashes
-                h = t.column("text_hash").filter(pa.array(alive)).to_numpy(zero_copy_only=False).astype(np.uint64)
-            else:
-                h = np.zeros(len(pos), np.uint64)
-            shard = np.full(len(pos), i, np.int32)
-            parts.append(pl.DataFrame({"shard": shard, "pos": pos.astype(np.int64), "hash": h}))
-        return pl.concat(parts).with_row_index("node")
+    def _alive(self, stem: str) -> np.ndarray:
+        t = read_parquet(self.run_dir, f"{FILTERS}/{stem}.parquet", ["drop_reason"])
+        return np.flatnonzero(pc.is_null(t.column(0)).to_numpy(zero_copy_only=False))
 
-    def _minhash_edges(self, folder: str, stems: list[str], frame: pl.DataFrame) -> pl.DataFrame:
-        """(node, cluster) pairs from datatrove's MinHash clusters; a document index is the survivor's rank in its
-        shard (the signature step saw survivors only)."""
+    def _hashes(self, stem: str, pos: np.ndarray) -> np.ndarray:
+        """The exact-dedup keys of the rows ``pos`` of ``filters/<stem>`` (taken first: a null elsewhere in the
+        column would turn numpy's copy of the 64-bit hashes into floats)."""
+        col = read_parquet(self.run_dir, f"{FILTERS}/{stem}.parquet", ["text_hash"]).column(0)
+        return col.take(pa.array(pos, pa.int64())).to_numpy(zero_copy_only=False).astype(np.uint64)
+
+    def _exact_members(self, stems: list[str], alive: list[np.ndarray]) -> pl.DataFrame:
+        """(shard, pos, key) of every survivor whose normalised text occurs more than once (key: the hash).
+
+        The keys are grouped in passes over ``hash % passes``, each holding at most ``_EXACT_PASS_ROWS`` survivors'
+        (shard, pos, hash): memory is bounded whatever the corpus; each pass reads every shard's hash column."""
+        total = sum(len(a) for a in alive)
+        passes = max(1, -(-total // _EXACT_PASS_ROWS))
+        found = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64})]
+        for k in range(passes):
+            parts = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64})]
+            for i, stem in enumerate(stems):
+                h = self._hashes(stem, alive[i])
+                sel = (h % np.uint64(passes)) == np.uint64(k) if passes > 1 else np.ones(len(h), bool)
+                parts.append(
+                    pl.DataFrame({"shard": np.full(int(sel.sum()), i, np.int32), "pos": alive[i][sel].astype(np.int64),
+                                  "key": h[sel]})  # fmt: skip
+                )
+            frame = pl.concat(parts)
+            found.append(frame.filter(pl.col("key").is_duplicated()))
+        return pl.concat(found).with_columns(pl.lit("exact").alias("kind"))
+
+    def _minhash_members(self, folder: str, stems: list[str], alive: list[np.ndarray]) -> pl.DataFrame:
+        """(shard, pos, key) from datatrove's MinHash clusters (key: the cluster id); a document index is the
+        survivor's rank in its shard (the signature step saw survivors only)."""
         assert self.cfg.prefilter is not None
         clusters = minhash_clusters(folder, self.cfg.prefilter.minhash, stems)
-        parts = []
+        parts = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64})]
         for i, stem in enumerate(stems):
-            if stem not in clusters:
+            pairs = clusters.get(stem)
+            if pairs is None or not len(pairs):
                 continue
-            pairs = clusters[stem]
-            rows = frame.filter(pl.col("shard") == i)["node"].to_numpy()
-            if len(pairs) and int(pairs[:, 0].max()) >= len(rows):
+            if int(pairs[:, 0].max()) >= len(alive[i]):
                 raise CurationError(f"{MINHASH}/ signatures of {stem} do not match {FILTERS}/{stem}.parquet: rerun")
-            parts.append(pl.DataFrame({"node": rows[pairs[:, 0]], "key": pairs[:, 1].astype(np.int64)}))
-        if not parts:
-            return pl.DataFrame(schema={"node": pl.UInt32, "key": pl.Int64})
-        return pl.concat(parts)
+            pos = alive[i][pairs[:, 0].astype(np.int64)]
+            parts.append(pl.DataFrame({"shard": np.full(len(pos), i, np.int32), "pos": pos.astype(np.int64),
+                                       "key": pairs[:, 1].astype(np.uint64)}))  # fmt: skip
+        return pl.concat(parts).with_columns(pl.lit("minhash").alias("kind"))
 
-    def _write(self, stems: list[str], frame: pl.DataFrame, groups: pl.DataFrame, stats: ShardStats) -> None:
+    def _member_graph(self, stems: list[str], members: list[pl.DataFrame]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+        """The members as nodes (node, shard, pos, hash) and, per kind, their (node, key) memberships."""
+        every = pl.concat(members) if members else pl.DataFrame(
+            schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64, "kind": pl.String}
+        )  # fmt: skip
+        nodes = every.select(["shard", "pos"]).unique().sort(["shard", "pos"])
+        exact = self.cfg.prefilter is not None and self.cfg.prefilter.exact.enabled
+        hashes = []
+        for i, stem in enumerate(stems):  # the exact key of every member (to tell exact copies in mixed groups)
+            pos = nodes.filter(pl.col("shard") == i)["pos"].to_numpy()
+            hashes.append(self._hashes(stem, pos) if exact else np.zeros(len(pos), np.uint64))
+        nodes = nodes.with_columns(pl.Series("hash", np.concatenate(hashes) if hashes else [], pl.UInt64))
+        nodes = nodes.with_row_index("node")
+        keyed = every.join(nodes.select(["node", "shard", "pos"]), on=["shard", "pos"], how="left")
+        edges = [
+            keyed.filter(pl.col("kind") == kind).select(["node", pl.col("key").reinterpret(signed=True).alias("key")])
+            for kind in ("exact", "minhash")
+        ]
+        return nodes, edges
+
+    def _write(self, stems: list[str], survivors: int, groups: pl.DataFrame, stats: ShardStats) -> None:
         ids = self._ids(stems, groups)
         groups = groups.join(ids, on=["shard", "pos"], how="left")
         first = groups.filter(pl.col("survivor")).select(["group", pl.col("id").alias("dup_group")])
         groups = groups.join(first, on="group", how="left")
-        stats.input += frame.height
+        stats.input += survivors
         for i, stem in enumerate(stems):
             part = groups.filter(pl.col("shard") == i).sort("pos")
             reason = part["reason"].to_list()
@@ -235,7 +274,7 @@ class TextDedupStage(Stage):
                 if r is not None:
                     stats.dropped += 1
                     stats.count(f"dropped_{r}")
-        stats.kept += frame.height - stats.dropped
+        stats.kept += survivors - stats.dropped
 
     def _ids(self, stems: list[str], groups: pl.DataFrame) -> pl.DataFrame:
         """The id of every group member (read from ``filters/``, one shard at a time)."""
@@ -252,12 +291,6 @@ class TextDedupStage(Stage):
         if not parts:
             return pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "id": pl.String})
         return pl.concat(parts)
-
-
-def _exact_edges(frame: pl.DataFrame) -> pl.DataFrame:
-    """(node, key) for every survivor whose normalised text occurs more than once (key: the hash)."""
-    dup = frame.filter(pl.col("hash").is_duplicated())
-    return dup.select(["node", pl.col("hash").reinterpret(signed=True).cast(pl.Int64).alias("key")])
 
 
 def _groups(frame: pl.DataFrame, edge_sets: list[pl.DataFrame], exact: bool) -> pl.DataFrame:

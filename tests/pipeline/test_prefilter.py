@@ -403,6 +403,18 @@ def test_same_config_and_two_workers_give_the_same_bytes(mixed):
             assert pq.read_table(two / folder / p.name).equals(pq.read_table(p)), p
 
 
+def test_exact_groups_in_many_passes_give_the_same_groups(mixed, monkeypatch):
+    """The exact-dedup keys are grouped in passes over ``hash % passes`` to bound memory: 7 survivors per pass
+    (dozens of passes here) gives the same duplicate groups as one pass."""
+    monkeypatch.setattr("winnow.pipeline.stages.prefilter._EXACT_PASS_ROWS", 7)
+    out = mixed.root / "many-passes"
+    run_pipeline(cfg_for(mixed.corpus, out), ["read", "prefilter", "textdedup"], progress=False)
+    names = sorted(p.name for p in (mixed.out / "textdedup").glob("*.parquet"))
+    assert names and names == sorted(p.name for p in (out / "textdedup").glob("*.parquet"))
+    for name in names:
+        assert pq.read_table(out / "textdedup" / name).equals(pq.read_table(mixed.out / "textdedup" / name)), name
+
+
 # -- changing inputs --------------------------------------------------------------------------------------------------
 
 
