@@ -3,15 +3,20 @@
 Writes a synthetic run directory with what prune reads, without embedding anything: ``assignments/<stem>.parquet``
 (id, cluster_id, dist_to_centroid; shards of ``--shard-docs``), ``dedup/<bucket>.parquet`` (stem, pos,
 dup_max_sim with 5% near-duplicates and one null per cluster, dup_nn_id) and ``centroids.npy`` (k random unit
-vectors of dimension 384), then runs, each in its own process (peak RSS from ``getrusage``'s ``ru_maxrss``):
+vectors of dimension 384) in a child process (a child's ``ru_maxrss`` starts at its parent's peak: generating 10M
+documents in this process inflated every measured peak, to 826 MiB for a decide unit), then runs, each in its own
+process (peak RSS from ``getrusage``'s ``ru_maxrss``):
 - ``single``: ``load_scores`` + ``decide`` over one frame of every document (the old global step, without its
   per-shard output loop, so a lower bound of the old stage);
 - ``global``: ``plan_decisions`` over ``RunSource`` (the new prune step: statistics and cuts, streamed by shard);
+  ``--before-d-inter`` runs ``scorers.complexity.d_inter`` in one block (k² float64: 1.6 GiB at k = 10,000);
 - ``unit``: one shard's decision as the ``decide`` stage makes it (its rows, its dedup rows, ``apply_plan``).
 
 Usage:
     python bench/prune_memory.py --docs 1000000 --k 1000 --strategy dbp
-    python bench/prune_memory.py --docs 10000000 --k 10000 --buckets 200 --json bench/out/prune_memory.json
+    python bench/prune_memory.py --docs 10000000 --k 10000 --buckets 200 --modes global,unit --workdir W \
+        --json bench/out/prune_memory.json
+    (``--workdir W`` keeps the synthetic run for the next call: 10M documents take about 20 s to write, 332 MB.)
 """
 
 from __future__ import annotations
@@ -66,7 +71,9 @@ def make_run(root: Path, docs: int, shard_docs: int, k: int, buckets: int, seed:
     return stems
 
 
-def measure(mode: str, root: str, stems: list[str], k: int, buckets: int, strategy: str) -> dict:
+def measure(
+    mode: str, root: str, stems: list[str], k: int, buckets: int, strategy: str, before_d_inter: bool = False
+) -> dict:
     import io
 
     import numpy as np
@@ -83,6 +90,13 @@ def measure(mode: str, root: str, stems: list[str], k: int, buckets: int, strate
     shards = [SimpleNamespace(stem=s) for s in stems]
     cent = np.load(io.BytesIO(run.read_bytes("centroids.npy")))
     t0 = time.perf_counter()
+    if before_d_inter:  # the whole k x k matrix in one block, as before issue 15
+        from functools import partial
+
+        from winnow.pipeline.prune import twopass
+        from winnow.scorers.complexity import d_inter
+
+        twopass.d_inter = partial(d_inter, block_bytes=1 << 62)
     if mode == "single":
         frame = load_scores(run, shards, "id", True, True, buckets)
         kept = decide(frame, cfg, cent).kept
@@ -102,8 +116,12 @@ def measure(mode: str, root: str, stems: list[str], k: int, buckets: int, strate
 
 
 def child(args: argparse.Namespace) -> None:
+    if args.mode == "make":
+        stems = make_run(Path(args.root), args.docs, args.shard_docs, args.k, args.buckets)
+        Path(args.root, "stems.json").write_text(json.dumps(stems))
+        return
     stems = json.loads(Path(args.root, "stems.json").read_text())
-    out = measure(args.mode, args.root, stems, args.k, args.buckets, args.strategy)
+    out = measure(args.mode, args.root, stems, args.k, args.buckets, args.strategy, args.before_d_inter)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
@@ -118,6 +136,7 @@ def main() -> None:
     ap.add_argument("--modes", default="single,global,unit")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--before-d-inter", action="store_true", help="the unblocked d_inter (before issue 15's fix)")
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -126,18 +145,20 @@ def main() -> None:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="prune_memory_")) / f"run{args.docs}"
     if not (root / "stems.json").exists():
         t0 = time.perf_counter()
-        stems = make_run(root, args.docs, args.shard_docs, args.k, args.buckets)
-        (root / "stems.json").write_text(json.dumps(stems))
+        cmd = [sys.executable, __file__, "--mode", "make", "--root", str(root), "--docs", str(args.docs),
+               "--shard-docs", str(args.shard_docs), "--k", str(args.k), "--buckets", str(args.buckets)]  # fmt: skip
+        subprocess.run(cmd, check=True)
         print(f"synthetic run {root}: {args.docs:,} documents in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     results = {}
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--root", str(root), "--k", str(args.k),
                "--buckets", str(args.buckets), "--strategy", args.strategy]  # fmt: skip
+        cmd += ["--before-d-inter"] if args.before_d_inter else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{mode}: {results[mode]}", file=sys.stderr)
     info = {"docs": args.docs, "shard_docs": args.shard_docs, "k": args.k, "buckets": args.buckets,
-            "strategy": args.strategy, "results": results}  # fmt: skip
+            "strategy": args.strategy, "before_d_inter": args.before_d_inter, "results": results}  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(info, indent=2))

@@ -17,19 +17,35 @@ import math
 
 import numpy as np
 
+#: rows of the centroid distance matrix ``d_inter`` holds at once: about this many bytes (float64)
+D_INTER_BLOCK_BYTES = 32 << 20
 
-def d_inter(centroids: np.ndarray, neighbors: int = 20) -> np.ndarray:
-    """Mean cosine distance of each centroid to its ``neighbors`` nearest other centroids (all others if fewer)."""
+
+def d_inter(centroids: np.ndarray, neighbors: int = 20, block_bytes: int = D_INTER_BLOCK_BYTES) -> np.ndarray:
+    """Mean cosine distance of each centroid to its ``neighbors`` nearest other centroids (all others if fewer).
+
+    Computed in blocks of rows: memory about ``block_bytes`` instead of k² float64 (800 MB at k = 10,000, times two
+    for a full sort: the prune step's peak at 10M documents, bench/RESULTS.md), and a partial sort per row.
+
+    With one block (k up to 2,048 at 32 MiB: every test fixture) the matrix product is the unblocked one, so the bits
+    are the same. With several (blocks of equal size, never a thin tail), BLAS may pick another kernel for a block
+    than for the whole symmetric product, so a value may differ in its last bit (``tests/pipeline/
+    test_prune_d_inter.py``); on this machine's OpenBLAS at k = 10,000 none does and the 10M-document plan is byte
+    for byte the same. The single-frame and two-pass paths both call this function, so they always agree."""
     k = centroids.shape[0]
     if k < 2:
         return np.zeros(k, dtype=np.float64)
     c = centroids.astype(np.float64)
     c = c / np.linalg.norm(c, axis=1, keepdims=True)
-    dist = 1.0 - c @ c.T
-    np.fill_diagonal(dist, np.inf)
     m = min(neighbors, k - 1)
-    nearest = np.sort(dist, axis=1)[:, :m]
-    return nearest.mean(axis=1)
+    out = np.empty(k, np.float64)
+    blocks = -(-k // max(1, block_bytes // (8 * k)))
+    for b in range(blocks):
+        lo, hi = b * k // blocks, (b + 1) * k // blocks
+        dist = 1.0 - c[lo:hi] @ c.T
+        dist[np.arange(hi - lo), np.arange(lo, hi)] = np.inf
+        out[lo:hi] = np.sort(np.partition(dist, m - 1, axis=1)[:, :m], axis=1).mean(axis=1)
+    return out
 
 
 def complexity(d_intra: np.ndarray, d_inter_: np.ndarray, sizes: np.ndarray, min_cluster_size: int = 2) -> np.ndarray:
