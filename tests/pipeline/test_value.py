@@ -12,9 +12,11 @@ clean-text loss must be worse by more than 3 standard errors of the difference (
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,6 +29,10 @@ from winnow.pipeline.config import load_config
 from winnow.pipeline.report.proxy_lm import ProxyConfig
 from winnow.pipeline.report.report import build_report
 from winnow.pipeline.runner import run_pipeline
+
+_spec = importlib.util.spec_from_file_location("value_bench", Path(__file__).parents[2] / "bench" / "value.py")
+value_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(value_bench)
 
 SUBJECTS = [
     "the farmer",
@@ -164,3 +170,74 @@ def test_quality_beats_random_on_a_junk_heavy_corpus(junk_run):
 
 def replace_evals(path) -> ProxyConfig:
     return replace(PROXY, evals=(str(path),))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bench/value.py: its corpus (synthetic passages stand in for nltk_data, which tests must not read)
+# ------------------------------------------------------------------------------------------------------------
+def fake_passages(rng: np.random.Generator) -> pl.DataFrame:
+    """Three sources; ``long`` has few documents of many passages (the case that skewed the old evaluation set)."""
+    rows = []
+    for source, docs, per_doc in (("short", 120, 1), ("mid", 30, 4), ("long", 6, 20)):
+        for d in range(docs):
+            for k in range(per_doc):
+                words = [f"{source}{int(w)}" for w in rng.integers(0, 500, 80)]
+                rows.append(
+                    {"parent": f"{source}-{d}", "source": source, "text": " ".join(words) + f" P-{source}-{d}-{k}."}
+                )
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def bench_corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vb")
+    pas = fake_passages(np.random.default_rng(3))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(value_bench, "clean_passages", lambda: pas)
+    rates = {"boilerplate": 0.1, "noise": 0.15, "word_salad": 0.1, "exact_dup": 0.05, "near_dup": 0.05}
+    try:
+        info = value_bench.build_corpus(folder, 100, rates, 40, seed=0)
+    finally:
+        mp.undo()
+    corpus = pl.read_parquet(folder / "corpus" / "*.parquet")
+    return SimpleNamespace(
+        folder=folder, pas=pas, info=info, corpus=corpus, held=pl.read_parquet(folder / "heldout.parquet")
+    )
+
+
+def test_bench_corpus_counts_and_no_leak(bench_corpus):
+    c, held, pas = bench_corpus.corpus, bench_corpus.held, bench_corpus.pas
+    # 100 clean passages are 55% of 182 documents; each kind its rate of the total
+    counts = dict(c["junk_kind"].value_counts().iter_rows())
+    assert counts == {"clean": 100, "boilerplate": 18, "noise": 27, "word_salad": 18, "exact_dup": 9, "near_dup": 9}
+    # no passage of a held-out document is in the corpus: not as itself, nor as a copy, near copy or word salad
+    held_parents = set(pas.join(held.select("text"), on="text", how="semi")["parent"])
+    held_words = {w for t in held["text"] for w in t.split() if w.startswith("P-")}  # the passage markers
+    for t in c["text"]:
+        assert not held_words & set(t.split())
+    assert bench_corpus.info["eval_shingles_in_corpus"] == 0.0
+    assert held_parents.isdisjoint(set(pas.join(c.select("text"), on="text", how="semi")["parent"]))
+    # exact copies are copies of corpus passages
+    clean = set(c.filter(pl.col("junk_kind") == "clean")["text"])
+    assert set(c.filter(pl.col("junk_kind") == "exact_dup")["text"]) <= clean
+
+
+def test_bench_eval_set_follows_the_source_mix(bench_corpus):
+    """Each source fills its share of the 40 evaluation passages (whole documents; ``long`` has 20 a document):
+    short 120/360 -> 13, mid 120/360 -> 13, long 120/360 -> 13, each overshooting by less than one document."""
+    by = bench_corpus.info["eval_by_source"]
+    assert set(by) == {"short", "mid", "long"}
+    for source, per_doc in (("short", 1), ("mid", 4), ("long", 20)):
+        assert 13 <= by[source] < 13 + per_doc, by
+    assert sorted(p.name for p in (bench_corpus.folder / "by_source").iterdir()) == [
+        "eval_long.parquet", "eval_mid.parquet", "eval_short.parquet",
+    ]  # fmt: skip
+
+
+def test_bench_noise_has_nothing_to_learn():
+    a = value_bench.noise(np.random.default_rng(5))
+    assert a == value_bench.noise(np.random.default_rng(5))
+    lines = a.split("\n")
+    assert 6 <= len(lines) < 14 and len(set(lines)) == len(lines)  # no line repeats within a page
+    b = value_bench.noise(np.random.default_rng(6))
+    assert not set(lines) & set(b.split("\n"))  # nor across pages
