@@ -24,6 +24,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
@@ -310,6 +311,13 @@ class Stage(PipelineStep):
         )
 
 
+def count_prefiltered(stats: ShardStats, keep: np.ndarray) -> None:
+    """Count a batch's rows the pre-filters dropped (``keep`` false) as ``dropped``, counter ``prefiltered``."""
+    gone = int(len(keep) - keep.sum())
+    stats.dropped += gone
+    stats.count("prefiltered", gone)
+
+
 def require_prefilter(stage: Stage) -> None:
     """Raise unless the pre-filters (when the config has them) completed: a stage that reads survivors needs them."""
     if stage.cfg.prefilter is not None:
@@ -371,13 +379,13 @@ class ShardStage(Stage):
             if len(keep) < n:
                 break
             if not keep.all():
-                stats.dropped += int(n - keep.sum())
-                stats.count("prefiltered", int(n - keep.sum()))
+                count_prefiltered(stats, keep)
                 batch = ReadBatch(batch.table.filter(pa.array(keep)), batch.rows[keep], batch.rejects)
             yield batch
-        if offset != len(mask):
+        if offset != len(mask):  # past the mask's end the read stopped: the shard has at least ``offset`` rows
+            have = f"at least {offset}" if offset > len(mask) else f"{offset}"
             raise CurationError(
-                f"{shard.url}: filters/{shard.stem}.parquet covers {len(mask)} rows but the shard has {offset} valid "
+                f"{shard.url}: filters/{shard.stem}.parquet covers {len(mask)} rows but the shard has {have} valid "
                 "rows (was the input changed since the run?): rerun `winnow run`"
             )
 

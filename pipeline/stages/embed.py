@@ -25,7 +25,14 @@ from winnow.core.stats import ShardStats
 from winnow.embedding.embed import Embedder, model_label
 from winnow.embedding.section import EXTERNAL
 from winnow.pipeline.config import WinnowConfig
-from winnow.pipeline.stages.base import RejectSink, ShardStage, provenance, register_stage, require_prefilter
+from winnow.pipeline.stages.base import (
+    RejectSink,
+    ShardStage,
+    count_prefiltered,
+    provenance,
+    register_stage,
+    require_prefilter,
+)
 from winnow.pipeline.stages.survivors import survivor_mask
 
 #: the vector column of an embeddings file
@@ -183,8 +190,7 @@ class EmbedStage(ShardStage):
                     if mask is not None:
                         keep = mask[seen : seen + n]
                         vecs, ids = vecs[keep], ids.filter(pa.array(keep))
-                        stats.dropped += int(n - keep.sum())
-                        stats.count("prefiltered", int(n - keep.sum()))
+                        count_prefiltered(stats, keep)
                     seen += n
                     out.write(pa.table([ids, vectors_to_arrow(vecs, value_type)], schema=schema))
                     stats.kept += len(vecs)

@@ -35,7 +35,14 @@ from winnow.pipeline.stages.base import RejectSink, ShardStage, Stage, provenanc
 from winnow.pipeline.stages.survivors import FILTERS, TEXTDEDUP, dedup_on
 from winnow.scorers.lang import LanguageIdentifier, lang_drop
 from winnow.scorers.rules import RuleFilters
-from winnow.scorers.textdedup import minhash_clusters, remove_signatures, text_hashes, write_signatures
+from winnow.scorers.textdedup import (
+    SIG_SUFFIX,
+    bucket_dir,
+    minhash_clusters,
+    remove_signatures,
+    text_hashes,
+    write_signatures,
+)
 
 MINHASH = "minhash"
 
@@ -46,6 +53,8 @@ FILTER_SCHEMA_FIELDS = [
     ("filter_detail", pa.string()),
     ("text_hash", pa.uint64()),
 ]
+#: a duplicate group's members as the exact and MinHash steps find them: (shard index, valid-row position, key)
+_MEMBERS = {"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64}
 #: survivors whose (shard, pos, hash) one exact-dedup pass holds (24 bytes each: ~0.5 GB); more take more passes
 _EXACT_PASS_ROWS = 20_000_000
 TEXTDEDUP_SCHEMA = pa.schema(
@@ -60,8 +69,8 @@ class PrefilterStage(ShardStage):
 
     name = "prefilter"
     needs = ("read",)
-    writes = (f"{FILTERS}/<stem>.parquet", f"{MINHASH}/<bucket>/<stem>.minhash.sig", "rejects/<stem>.parquet")
-    optional_writes = ("rejects/<stem>.parquet", f"{MINHASH}/<bucket>/<stem>.minhash.sig")
+    writes = (f"{FILTERS}/<stem>.parquet", f"{MINHASH}/<bucket>/<stem>{SIG_SUFFIX}", "rejects/<stem>.parquet")
+    optional_writes = ("rejects/<stem>.parquet", f"{MINHASH}/<bucket>/<stem>{SIG_SUFFIX}")
     config_keys = ["io", "prefilter"]
     after_prefilter = False
 
@@ -81,7 +90,7 @@ class PrefilterStage(ShardStage):
         out = super().outputs(unit)
         p = self.cfg.prefilter
         if p is not None and p.minhash.enabled:
-            out += [f"{MINHASH}/bucket_{b:03d}/{unit}.minhash.sig" for b in range(p.minhash.bands)]
+            out += [f"{MINHASH}/{bucket_dir(b)}/{unit}{SIG_SUFFIX}" for b in range(p.minhash.bands)]
         return out
 
     def process_shard(self, shard: Shard, stats: ShardStats) -> None:
@@ -197,12 +206,12 @@ class TextDedupStage(Stage):
         (shard, pos, hash): memory is bounded whatever the corpus; each pass reads every shard's hash column."""
         total = sum(len(a) for a in alive)
         passes = max(1, -(-total // _EXACT_PASS_ROWS))
-        found = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64})]
+        found = [pl.DataFrame(schema=_MEMBERS)]
         for k in range(passes):
-            parts = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64})]
+            parts = [pl.DataFrame(schema=_MEMBERS)]
             for i, stem in enumerate(stems):
                 h = self._hashes(stem, alive[i])
-                sel = (h % np.uint64(passes)) == np.uint64(k) if passes > 1 else np.ones(len(h), bool)
+                sel = (h % np.uint64(passes)) == np.uint64(k)
                 parts.append(
                     pl.DataFrame({"shard": np.full(int(sel.sum()), i, np.int32), "pos": alive[i][sel].astype(np.int64),
                                   "key": h[sel]})  # fmt: skip
@@ -216,7 +225,7 @@ class TextDedupStage(Stage):
         survivor's rank in its shard (the signature step saw survivors only)."""
         assert self.cfg.prefilter is not None
         clusters = minhash_clusters(folder, self.cfg.prefilter.minhash, stems)
-        parts = [pl.DataFrame(schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64})]
+        parts = [pl.DataFrame(schema=_MEMBERS)]
         for i, stem in enumerate(stems):
             pairs = clusters.get(stem)
             if pairs is None or not len(pairs):
@@ -230,9 +239,7 @@ class TextDedupStage(Stage):
 
     def _member_graph(self, stems: list[str], members: list[pl.DataFrame]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
         """The members as nodes (node, shard, pos, hash) and, per kind, their (node, key) memberships."""
-        every = pl.concat(members) if members else pl.DataFrame(
-            schema={"shard": pl.Int32, "pos": pl.Int64, "key": pl.UInt64, "kind": pl.String}
-        )  # fmt: skip
+        every = pl.concat(members) if members else pl.DataFrame(schema={**_MEMBERS, "kind": pl.String})
         nodes = every.select(["shard", "pos"]).unique().sort(["shard", "pos"])
         exact = self.cfg.prefilter is not None and self.cfg.prefilter.exact.enabled
         hashes = []

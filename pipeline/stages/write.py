@@ -36,7 +36,7 @@ class WriteStage(ShardStage):
         if not self.decided and self.run_dir.exists("decisions"):
             logger.warning("write: decisions/ exist but were made under another config; writing every row as kept")
 
-    def process_shard(self, shard: Shard, stats: ShardStats) -> None:  # noqa: C901 - one pass, three sources
+    def process_shard(self, shard: Shard, stats: ShardStats) -> None:
         decisions = None
         if self.decided:
             decisions = read_parquet(self.run_dir, f"decisions/{shard.stem}.parquet")
