@@ -11,9 +11,15 @@ import pyarrow.parquet as pq
 
 from winnow.core.errors import CurationError
 from winnow.core.io import Shard
-from winnow.core.layout import bucket_name, read_parquet
+from winnow.core.layout import dedup_file, read_parquet
 from winnow.core.rundir import RunDir
 from winnow.pipeline.prune.twopass import ShardScores, scores_of
+
+
+def read_dedup(run: RunDir, bucket: int, stem: str, columns: list[str] | None = None) -> pa.Table:
+    """One shard's rows of one bucket's dedup output; a missing file (an older run's layout, or a dedup unit that
+    did not finish) is a ``CurationError`` that names it and says to rerun."""
+    return read_parquet(run, dedup_file(bucket, stem), columns)
 
 
 def load_scores(
@@ -45,9 +51,8 @@ def load_scores(
         frames.append(f)
     frame = pl.concat(frames, how="vertical") if frames else pl.DataFrame({"stem": [], "pos": [], "id": []})
     if dedup:
-        stems = [s.stem for s in shards]
-        parts = [pl.from_arrow(read_parquet(run, f"dedup/{bucket_name(b)}.parquet")) for b in range(n_buckets)]
-        d = pl.concat(parts).filter(pl.col("stem").is_in(stems)) if parts else None
+        parts = [pl.from_arrow(read_dedup(run, b, s.stem)) for s in shards for b in range(n_buckets)]
+        d = pl.concat(parts) if parts else None
         if d is None or d.height != frame.height or d.select(["stem", "pos"]).is_duplicated().any():
             raise CurationError(
                 f"dedup outputs cover {0 if d is None else d.height} rows for {frame.height} documents: "
@@ -62,11 +67,9 @@ class RunSource:
     """The stored scores of a run, shard by shard, in the canonical order (``twopass.Source``): cluster id and
     distance from ``assignments/<stem>``, the SemDeDup similarity from ``dedup/<bucket>``, never an id string.
 
-    The global step reads every dedup file once (stem, pos, dup_max_sim) into one float32 array per shard (4 bytes
-    per document: the dedup outputs are per cluster bucket, not per shard). ``shard_sims`` reads one shard's rows
-    alone (a unit's decision), filtering the dedup files by stem: the files are sorted by cluster, so no row group
-    can be skipped and each unit decodes every dedup row (1.0–1.3 s per unit at 10M documents; linear in the
-    corpus per unit, so quadratic in all at 10⁹ until dedup writes per-shard or stem-sorted outputs).
+    The global step reads every dedup file once (pos, dup_max_sim) into one float32 array per shard (4 bytes per
+    document; its passes stream the shards several times, and the files are one per bucket and shard). A unit's
+    decision (``shard_sims``) reads only its own shard's file of each bucket (``dedup/<bucket>/<stem>.parquet``).
     """
 
     def __init__(self, run: RunDir, shards: list[Shard], id_field: str, clusters: bool, dedup: bool, n_buckets: int,
@@ -89,17 +92,14 @@ class RunSource:
                     n = pq.ParquetFile(f).metadata.num_rows
                 sims[s.stem], seen[s.stem] = np.full(n, np.nan, np.float32), np.zeros(n, np.int8)
             extra = 0
-            for b in range(self.n_buckets):
-                t = read_parquet(self.run, f"dedup/{bucket_name(b)}.parquet", ["stem", "pos", "dup_max_sim"])
-                f = pl.from_arrow(t).with_columns(pl.col("dup_max_sim").fill_null(float("nan")))
-                for (stem,), part in f.partition_by("stem", as_dict=True).items():
-                    if stem not in sims:
-                        continue
-                    pos = part["pos"].to_numpy()
+            for stem in sims:
+                for b in range(self.n_buckets):
+                    t = read_dedup(self.run, b, stem, ["pos", "dup_max_sim"])
+                    pos = t.column("pos").to_numpy()
                     if len(pos) and (pos.min() < 0 or pos.max() >= len(sims[stem])):
                         extra += len(pos)
                         continue
-                    sims[stem][pos] = part["dup_max_sim"].to_numpy()
+                    sims[stem][pos] = t.column("dup_max_sim").to_numpy(zero_copy_only=False)
                     np.add.at(seen[stem], pos, 1)
             missing = sum(int((v != 1).sum()) for v in seen.values()) + extra
             if missing:
@@ -112,14 +112,8 @@ class RunSource:
         return self._sims
 
     def shard_sims(self, stem: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """One shard's ``dup_max_sim`` (NaN where null) and ``dup_nn_id``, from the dedup files filtered by stem."""
-        parts = []
-        for b in range(self.n_buckets):
-            rel = f"dedup/{bucket_name(b)}.parquet"
-            with self.run.fs.open(self.run._p(rel), "rb") as f:
-                cols = ["pos", "dup_max_sim", "dup_nn_id"]
-                # the stem column read as a dictionary: the filter compares codes, not 10M strings (-35% time)
-                parts.append(pq.read_table(f, columns=cols, filters=[("stem", "==", stem)], read_dictionary=["stem"]))
+        """One shard's ``dup_max_sim`` (NaN where null) and ``dup_nn_id``, from its file of every bucket."""
+        parts = [read_dedup(self.run, b, stem, ["pos", "dup_max_sim", "dup_nn_id"]) for b in range(self.n_buckets)]
         t = pl.from_arrow(pa.concat_tables(parts)).sort("pos") if parts else None
         if t is None or t.height != n or not (t["pos"].to_numpy() == np.arange(n)).all():
             raise CurationError(
@@ -139,7 +133,17 @@ class RunSource:
     def scores(self, stem: str, rows: pl.DataFrame, sims: np.ndarray | None) -> ShardScores:
         sh = scores_of(rows, stem, self.rank[stem], self.seed, self.clusters, False)
         sh.sims = sims
+        if self.quality:  # read on demand, only the columns a strategy asks for
+            sh.load_quality = lambda columns: self.quality_columns(stem, sh.n, columns)
         return sh
+
+    def quality_columns(self, stem: str, n: int, columns: list[str]) -> pl.DataFrame:
+        """``columns`` of ``quality/<stem>.parquet`` (never the id), checked against the shard's row count."""
+        rel = f"quality/{stem}.parquet"
+        q = pl.from_arrow(read_parquet(self.run, rel, columns))  # a missing file or column: a CurationError
+        if q.height != n:
+            raise CurationError(f"{rel} holds {q.height} rows, the shard {n}: rerun `winnow score`")
+        return q
 
     def __iter__(self) -> Iterator[ShardScores]:
         sims = self._all_sims() if self.dedup else {}

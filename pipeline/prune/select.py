@@ -187,3 +187,119 @@ def select(stream: Stream, n_groups: int, need: np.ndarray, collect_cap: int | N
             ``COLLECT_CAP``).
     """
     return _Search(n_groups, need, COLLECT_CAP if collect_cap is None else collect_cap).run(stream)
+
+
+def predecessor(keys: np.ndarray) -> Cuts:
+    """Cuts just below each key (keys (groups, 3)): a row is kept when its key is *less than* its group's key.
+    Keys are integers of three words, so the bound is the key minus one; a key of zero keeps nothing."""
+    k = np.asarray(keys, np.uint64).reshape(-1, WORDS)
+    bound = k.copy()
+    borrow = np.ones(len(k), dtype=bool)
+    for w in range(WORDS - 1, -1, -1):
+        zero = bound[:, w] == 0
+        bound[borrow, w] -= np.uint64(1)  # wraps to all ones where zero: the borrow goes on to the next word
+        borrow &= zero
+    return Cuts(bound, borrow)
+
+
+@dataclass
+class Crossing:
+    """Per group, the first row in key order whose running weight reaches the goal (``weighted_select``)."""
+
+    key: np.ndarray  # (groups, 3) uint64: that row's key
+    before: np.ndarray  # (groups,) int64: the weight of the group's rows before it
+    rank: np.ndarray  # (groups,) int64: the group's rows before it
+    weight: np.ndarray  # (groups,) int64: its own weight
+    found: np.ndarray  # (groups,) bool: False where the goal is above the group's weight (or below 1)
+
+
+class _Weighted(_Search):
+    """``select``'s digit-by-digit search with each row counted by its weight (a positive integer)."""
+
+    def __init__(self, n_groups: int, goal: np.ndarray, collect_cap: int):
+        super().__init__(n_groups, goal, collect_cap)
+        self.before = np.zeros(n_groups, np.int64)
+        self.rank = np.zeros(n_groups, np.int64)
+        self.weight = np.zeros(n_groups, np.int64)
+        self.found = self.open.copy()
+
+    def histogram(self, stream: Stream) -> tuple[np.ndarray, np.ndarray]:
+        nb = 1 << self.d
+        counts = np.zeros(self.g * nb, np.int64)
+        weights = np.zeros(self.g * nb, np.int64)
+        for groups, keys, w in stream():
+            sel = self.candidates(groups, keys, self.level)
+            if sel.any():
+                code = groups[sel] * nb + self.digit(keys[sel], self.level)
+                counts += np.bincount(code, minlength=self.g * nb)
+                # float64 sums of one chunk's integer weights: exact below 2^53
+                weights += np.rint(np.bincount(code, weights=w[sel], minlength=self.g * nb)).astype(np.int64)
+        return counts.reshape(self.g, nb), weights.reshape(self.g, nb)
+
+    def descend(self, hist: tuple[np.ndarray, np.ndarray]) -> int:
+        """Fix the next digit: the bin where the running weight reaches the goal; return the rows left in them."""
+        counts, weights = hist
+        w, off = divmod(self.level * self.d, 64)
+        shift = np.uint64(64 - self.d - off)
+        left = 0
+        for g in np.flatnonzero(self.open):
+            cum = np.cumsum(weights[g])
+            if cum[-1] < self.need[g]:  # the goal is above the group's weight (only at level 0)
+                self.open[g] = self.found[g] = False
+                continue
+            b = int(np.searchsorted(cum, self.need[g], side="left"))
+            if b:
+                self.need[g] -= int(cum[b - 1])
+                self.before[g] += int(cum[b - 1])
+                self.rank[g] += int(counts[g, :b].sum())
+            self.prefix[g, w] |= np.uint64(b) << shift
+            left += int(counts[g, b])
+        self.level += 1
+        return left
+
+    def collect(self, stream: Stream) -> None:
+        """Gather the rows at the open groups' bins, sort them and walk each group's running weight to its goal."""
+        gs, ks, ws = [], [], []
+        for groups, keys, wt in stream():
+            sel = self.candidates(groups, keys, self.level)
+            gs.append(groups[sel])
+            ks.append(keys[sel])
+            ws.append(np.asarray(wt, np.int64)[sel])
+        g = np.concatenate(gs) if gs else np.zeros(0, np.int64)
+        k = np.concatenate(ks) if ks else np.zeros((0, WORDS), np.uint64)
+        wt = np.concatenate(ws) if ws else np.zeros(0, np.int64)
+        order = np.lexsort((k[:, 2], k[:, 1], k[:, 0], g))
+        g, k, wt = g[order], k[order], wt[order]
+        starts = np.searchsorted(g, np.arange(self.g))
+        ends = np.searchsorted(g, np.arange(self.g), side="right")
+        for grp in np.flatnonzero(self.open):
+            cum = np.cumsum(wt[starts[grp] : ends[grp]])
+            i = int(np.searchsorted(cum, self.need[grp], side="left"))
+            self.key[grp] = k[starts[grp] + i]
+            self.before[grp] += int(cum[i - 1]) if i else 0
+            self.rank[grp] += i
+            self.weight[grp] = wt[starts[grp] + i]
+            self.open[grp] = False
+
+    def run(self, stream: Stream) -> Crossing:  # type: ignore[override]
+        self.key = np.zeros((self.g, WORDS), np.uint64)
+        levels = WORDS * 64 // self.d
+        while self.open.any():
+            left = self.descend(self.histogram(stream))
+            if self.open.any() and (left <= self.cap or self.level == levels):
+                self.collect(stream)
+        return Crossing(self.key, self.before, self.rank, self.weight, self.found)
+
+
+def weighted_select(stream: Stream, n_groups: int, goal: np.ndarray, collect_cap: int | None = None) -> Crossing:
+    """Per group, the first row (in key order) at which the running total of the rows' weights reaches ``goal[g]``:
+    its key, the weight and the number of the group's rows before it, and its own weight. ``select`` with each row
+    counted by its weight, in the same passes and memory (the histograms count rows and sum weights).
+
+    Args:
+        stream: called once per pass; yields ``(groups, keys, weights)`` chunks (weights: positive integers).
+        n_groups: the number of groups.
+        goal: the running weight to reach per group; a goal below 1 or above the group's weight is not ``found``.
+        collect_cap: as in ``select``.
+    """
+    return _Weighted(n_groups, goal, COLLECT_CAP if collect_cap is None else collect_cap).run(stream)

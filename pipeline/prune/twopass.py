@@ -8,10 +8,11 @@ single-frame ``cluster_table``), d_inter, complexity and quotas, the ε sweep, a
 and the plan: a row is kept when its key (score, seeded ``row_hash`` of (stem, row), canonical position) is at most
 its group's cut. The decisions equal ``decide`` on the whole canonical frame, row for row (the tests run both).
 
-A strategy joins by registering ``two_pass=TwoPass(plan, apply)`` with ``STRATEGIES``. A strategy without one
-(``quality``, ``dataman_level``: token quotas carried across strata, upsampling with replacement) is decided by its
-single-frame function on a frame of its numeric and quality columns (no ids), and the plan carries the per-row
-result (``rows``: stem, pos, keep, drop_reason, repeat), which ``apply_plan`` looks up.
+A strategy joins by registering ``two_pass=TwoPass(plan, apply)`` with ``STRATEGIES``; its shards' quality columns
+come from ``ShardScores.quality_columns`` (read per shard, on demand). A strategy without one (``dataman_level``: a
+uniform sample per stratum, upsampling with replacement) is decided by its single-frame function on a frame of its
+numeric and quality columns (no ids), and the plan carries the per-row result (``rows``: stem, pos, keep,
+drop_reason, repeat), which ``apply_plan`` looks up.
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ class ShardScores:
     dist: np.ndarray | None = None  # float64
     sims: np.ndarray | None = None  # float32, NaN where null
     extra: pl.DataFrame | None = None  # quality columns (single-frame strategies only)
+    load_quality: Callable[[list[str]], pl.DataFrame] | None = field(default=None, repr=False)
     _tie: np.ndarray | None = field(default=None, repr=False)
+
+    def quality_columns(self, names: list[str]) -> pl.DataFrame:
+        """This shard's quality columns ``names`` (``quality/<stem>``), row-aligned with its other scores."""
+        if self.load_quality is None:
+            raise CurationError(f"{self.stem}: no quality/ ratings were loaded: the strategy needs `winnow score`")
+        return self.load_quality(list(dict.fromkeys(names)))
 
     @property
     def tie(self) -> np.ndarray:
@@ -92,7 +100,9 @@ class FrameSource:
     def __iter__(self) -> Iterator[ShardScores]:
         parts = self._frame.partition_by("stem", maintain_order=True, as_dict=True)
         for rank, ((stem,), f) in enumerate(sorted(parts.items())):
-            yield scores_of(f, stem, rank, self.seed, self.clusters, self.dedup)
+            sh = scores_of(f, stem, rank, self.seed, self.clusters, self.dedup)
+            sh.load_quality = f.select
+            yield sh
 
     def frame(self) -> pl.DataFrame:
         return self._frame
@@ -121,9 +131,10 @@ class Totals:
     not_dup: dict[float, int] = field(default_factory=dict)  # per ε of the sweep: documents that are no duplicate
     survivors: int = 0
 
-    def add(self, sh: ShardScores, cfg: WinnowConfig) -> None:
+    def add(self, sh: ShardScores, cfg: WinnowConfig, eligible: np.ndarray | None = None) -> None:
+        """Add a shard; ``eligible``: only these rows can survive (``dbp_quality``'s pool)."""
         self.n += sh.n
-        surv = ~sh.dup(cfg.dedup.eps)
+        surv = ~sh.dup(cfg.dedup.eps) if eligible is None else ~sh.dup(cfg.dedup.eps) & eligible
         self.survivors += int(surv.sum())
         if sh.sims is not None:
             for e in cfg.dedup.eps_sweep:
@@ -207,6 +218,7 @@ class TwoPass:
 
     plan: Callable[[PlanInput], Plan]
     apply: Callable[[Plan, WinnowConfig, ShardScores], tuple[np.ndarray, np.ndarray]]
+    exact_target: bool = True  # keeps exactly ``target`` documents (False: a token budget, ``quality``)
 
 
 def reasons(n: int) -> np.ndarray:
@@ -244,7 +256,7 @@ def plan_decisions(src: Source, cfg: WinnowConfig, centroids: np.ndarray | None)
         values, counts = np.unique(reason[~keep].astype(str), return_counts=True)
         for v, c in zip(values, counts, strict=True):
             dropped[str(v)] = dropped.get(str(v), 0) + int(c)
-    if target is not None and kept != target:  # pragma: no cover - a bug
+    if two_pass.exact_target and target is not None and kept != target:  # pragma: no cover - a bug
         raise AssertionError(f"prune kept {kept} documents, target {target}")
     summary["kept"] = kept
     summary["dropped_by_reason"] = dict(sorted(dropped.items()))
@@ -279,7 +291,7 @@ def apply_plan(plan: Plan, cfg: WinnowConfig, sh: ShardScores) -> tuple[np.ndarr
         repeat = rows["repeat"].to_numpy() if plan.has_repeat else None
         return rows["keep"].to_numpy(), np.asarray(rows["drop_reason"].to_list(), dtype=object), repeat
     keep, reason = STRATEGIES[plan.strategy].meta["two_pass"].apply(plan, cfg, sh)
-    return keep, reason, None
+    return keep, reason, (keep.astype(np.int32) if plan.has_repeat else None)  # has_repeat: each kept row once
 
 
 def decide_two_pass(frame: pl.DataFrame, cfg: WinnowConfig, centroids: np.ndarray | None):

@@ -16,7 +16,7 @@ from loguru import logger
 
 from winnow.core.errors import ConfigError, CurationError
 from winnow.core.io import Shard, ShardReader, list_shards
-from winnow.core.layout import bucket_name, read_parquet
+from winnow.core.layout import dedup_file, read_parquet
 from winnow.core.rundir import RunDir
 from winnow.pipeline.config import (
     WinnowConfig,
@@ -139,7 +139,7 @@ def _read_columns(rd: RunDir, cfg: WinnowConfig, shards: list[Shard], columns: l
 def _stored_outputs(rd: RunDir, cfg: WinnowConfig, stems: list[str]) -> tuple[bool, bool, bool]:
     """Whether the run has clusters, SemDeDup similarities and quality ratings for every shard."""
     clusters = rd.exists("centroids.npy") and all(rd.exists(f"assignments/{s}.parquet") for s in stems)
-    dedup = clusters and all(rd.exists(f"dedup/{bucket_name(b)}.parquet") for b in range(cfg.cluster.n_buckets))
+    dedup = clusters and all(rd.exists(dedup_file(b, s)) for b in range(cfg.cluster.n_buckets) for s in stems)
     quality = all(rd.exists(f"quality/{s}.parquet") for s in stems)
     if not clusters and not all(rd.exists(f"embeddings/{s}.parquet") for s in stems):
         msg = f"{rd.url}: neither assignments/ nor embeddings/ cover the {len(stems)} shard(s): run `winnow run` first"

@@ -3,9 +3,15 @@
 A unit reads its bucket's files (``buckets/<bucket>/<stem>.parquet``, one per shard, written by assign sorted by
 cluster with row groups that each hold one cluster) one cluster at a time: for each cluster, in ascending id, the
 cluster's row groups of every file, files in stem order. Each file is thus read front to back, and the unit holds
-the vectors of one cluster, not of its bucket. Its output rows go out in row groups of ``io.row_group_size`` as
-they fill, so the file has the bytes of one write of the whole bucket. A file written before this layout (not sorted
-by cluster, or without row-group statistics) is read whole and sorted in memory instead.
+the vectors of one cluster, not of its bucket. A file written before this layout (not sorted by cluster, or without
+row-group statistics) is read whole and sorted in memory instead.
+
+The output is partitioned the way the decisions are made, by shard: ``dedup/<bucket>/<stem>.parquet`` holds the
+bucket's rows of one input shard, by position (stem, pos, dup_max_sim, dup_nn_id), and every shard of the manifest
+gets one in every bucket, empty where it has no rows there. A ``decide`` unit then reads its own shard's rows, one
+small file per bucket, instead of decoding every row of the corpus (the classic shuffle: buckets × shards files,
+the layout of ``buckets/`` too). The unit holds its bucket's output rows (about 30 bytes per document plus the
+nearest id) until the end, to write them per shard.
 """
 
 from __future__ import annotations
@@ -18,8 +24,14 @@ import pyarrow.parquet as pq
 from loguru import logger
 
 from winnow.clustering.semdedup import resolve_backend, semdedup_cluster
-from winnow.core.io import AtomicParquetWriter
-from winnow.core.layout import arrow_to_vectors, bucket_name, parquet_metadata, read_parquet, read_row_groups
+from winnow.core.layout import (
+    arrow_to_vectors,
+    bucket_name,
+    dedup_file,
+    parquet_metadata,
+    read_parquet,
+    read_row_groups,
+)
 from winnow.core.rundir import RunDir
 from winnow.core.stats import ShardStats
 from winnow.pipeline.config import DedupSection, WinnowConfig
@@ -71,6 +83,7 @@ class _BucketFile:
     whole and sorted in memory."""
 
     rel: str
+    stem: str
     metadata: pq.FileMetaData
     labels: np.ndarray  #: cluster_id per row, ascending
     starts: np.ndarray  #: first row of each row group, and the row count at the end
@@ -79,7 +92,7 @@ class _BucketFile:
     cache: dict[int, pa.Table] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, run: RunDir, rel: str) -> _BucketFile:
+    def open(cls, run: RunDir, rel: str, stem: str) -> _BucketFile:
         meta = parquet_metadata(run, rel)
         labels = read_row_groups(run, rel, None, ["cluster_id"]).column(0).to_numpy()
         starts = np.r_[0, np.cumsum([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])]
@@ -89,7 +102,7 @@ class _BucketFile:
             order = np.lexsort((table.column("pos").to_numpy(), labels))
             table, labels = table.take(pa.array(order)), labels[order]
         ids, counts = np.unique(labels, return_counts=True)
-        return cls(rel, meta, labels, starts, dict(zip(ids.tolist(), counts.tolist(), strict=True)), table)
+        return cls(rel, stem, meta, labels, starts, dict(zip(ids.tolist(), counts.tolist(), strict=True)), table)
 
     def read(self, run: RunDir, cid: int) -> pa.Table:
         """The rows of cluster ``cid`` by position; a later call must ask for a larger id."""
@@ -109,28 +122,6 @@ class _BucketFile:
         return t.slice(lo - self.starts[g0], hi - lo)
 
 
-class _RowGroups:
-    """Writes tables to ``out`` in row groups of exactly ``size`` rows (the last one shorter) whatever the tables'
-    lengths: the bytes of one ``write`` of their concatenation, holding at most ``size`` pending rows."""
-
-    def __init__(self, out: AtomicParquetWriter, size: int) -> None:
-        self.out, self.size, self.pending, self.rows = out, size, [], 0
-
-    def add(self, table: pa.Table) -> None:
-        self.pending.append(table)
-        self.rows += table.num_rows
-        if self.rows >= self.size:
-            self.flush(final=False)
-
-    def flush(self, final: bool = True) -> None:
-        if not self.rows:
-            return
-        t = pa.concat_tables(self.pending).combine_chunks()
-        full = self.rows if final else self.rows - self.rows % self.size
-        self.out.write(t.slice(0, full))
-        self.pending, self.rows = [t.slice(full)], self.rows - full
-
-
 @register_stage(order=400)
 class DedupStage(Stage):
     """SemDeDup per cluster bucket: ``dedup/<bucket>.parquet`` with, per document, the max similarity to a
@@ -144,7 +135,7 @@ class DedupStage(Stage):
 
     name = "dedup"
     needs = ("assign",)
-    writes = ("dedup/<bucket>.parquet",)
+    writes = ("dedup/<bucket>/<stem>.parquet",)
     config_keys = [*_ASSIGN_KEYS, "dedup.rank"]
     uses_shard_list = True
 
@@ -152,7 +143,7 @@ class DedupStage(Stage):
         return [bucket_name(b) for b in range(self.cfg.cluster.n_buckets)]
 
     def outputs(self, unit: str) -> list[str]:
-        return [f"dedup/{unit}.parquet"]
+        return [dedup_file(unit, s.stem) for s in self.shards]
 
     @classmethod
     def wants_gpu(cls, cfg: WinnowConfig) -> bool:
@@ -168,7 +159,7 @@ class DedupStage(Stage):
         """The bucket's files of the manifest's shards, in stem order (the output's order within a cluster)."""
         stems = {s.stem for s in self.shards}
         found = [f[:-8] for f in self.run_dir.listdir(f"buckets/{unit}") if f.endswith(".parquet")]
-        return [_BucketFile.open(self.run_dir, f"buckets/{unit}/{s}.parquet") for s in sorted(found) if s in stems]
+        return [_BucketFile.open(self.run_dir, f"buckets/{unit}/{s}.parquet", s) for s in sorted(found) if s in stems]
 
     def process_unit(self, unit: str, stats: ShardStats) -> None:
         files = self.bucket_files(unit)
@@ -178,11 +169,18 @@ class DedupStage(Stage):
                 sizes[cid] = sizes.get(cid, 0) + n
         for msg in dominant_clusters(sizes, self.cfg.dedup):
             logger.warning(f"dedup bucket {unit}: {msg}")
-        with self.writer(f"dedup/{unit}.parquet", DEDUP_SCHEMA) as out:
-            rows = _RowGroups(out, self.cfg.io.row_group_size)
-            for cid in sorted(sizes):
-                rows.add(self.dedup_cluster(cid, [f.read(self.run_dir, cid) for f in files if cid in f.sizes]))
-            rows.flush()
+        per_stem: dict[str, list[pa.Table]] = {s.stem: [] for s in self.shards}
+        for cid in sorted(sizes):
+            have = [f for f in files if cid in f.sizes]
+            parts = [f.read(self.run_dir, cid) for f in have]
+            out, at = self.dedup_cluster(cid, parts), 0
+            for f, part in zip(have, parts, strict=True):
+                per_stem[f.stem].append(out.slice(at, part.num_rows))
+                at += part.num_rows
+        for stem, tables in per_stem.items():
+            t = pa.concat_tables(tables) if tables else DEDUP_SCHEMA.empty_table()
+            with self.writer(dedup_file(unit, stem), DEDUP_SCHEMA) as w:
+                w.write(t.sort_by("pos"))
         if sizes:
             stats.count("pairs", sum(pairs_of(n) for n in sizes.values()))
             stats.count("clusters", len(sizes))

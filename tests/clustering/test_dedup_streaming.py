@@ -18,7 +18,7 @@ import pytest
 
 import winnow.pipeline.stages.dedup as dedup_stage
 from winnow.clustering.semdedup import is_duplicate, semdedup_cluster
-from winnow.core.layout import arrow_to_vectors, vectors_to_arrow
+from winnow.core.layout import arrow_to_vectors, bucket_name, vectors_to_arrow
 from winnow.pipeline.config import load_config
 from winnow.pipeline.runner import run_pipeline
 from winnow.pipeline.stages.dedup import dominant_clusters
@@ -92,18 +92,24 @@ def reference(out: Path, rank: str = "hard", seed: int = 0) -> dict[str, pa.Tabl
             s, nn = semdedup_cluster(vecs[sel], dist[sel], rank=rank, seed=seed, cluster_id=int(cid))
             sims[sel] = s
             nn_ids[sel[nn >= 0]] = ids[sel][nn[nn >= 0]]
-        want[f"{folder.name}.parquet"] = pa.table(
+        whole = pa.table(
             {
                 "stem": t.column("stem"), "pos": t.column("pos"),
                 "dup_max_sim": pa.array(sims, pa.float32(), mask=np.isnan(sims)),
                 "dup_nn_id": pa.array(nn_ids.tolist(), pa.string()),
             }
         )  # fmt: skip
+        stems = np.asarray(whole.column("stem").to_pylist(), dtype=object)
+        for stem in SHARDS:  # one file per shard of the manifest in every bucket, rows by position
+            part = whole.filter(pa.array(stems == stem))
+            want[f"{folder.name}/{stem}.parquet"] = part.sort_by("pos")
     return want
 
 
 def outputs(out: Path) -> dict[str, pa.Table]:
-    return {p.name: pq.read_table(p).replace_schema_metadata(None) for p in sorted((out / "dedup").glob("*.parquet"))}
+    """``<bucket>/<stem>.parquet`` -> its table without metadata."""
+    files = sorted((out / "dedup").glob("*/*.parquet"))
+    return {f"{p.parent.name}/{p.name}": pq.read_table(p).replace_schema_metadata(None) for p in files}
 
 
 def same(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
@@ -188,11 +194,12 @@ def test_streamed_output_equals_the_whole_bucket_pass(run):
     copies = len(vecs) - len(np.unique(vecs, axis=0))
     assert copies >= 5 and is_duplicate(dup, 1e-6).sum() == copies  # the planted exact copies, and only they
     assert sum(t.column("dup_max_sim").null_count for t in got.values()) == 6  # one top member per cluster 0-5
-    for p in sorted((run.out / "dedup").glob("*.parquet")):  # row groups of io.row_group_size, as one write
-        meta = pq.ParquetFile(p).metadata
-        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        n = meta.num_rows
-        assert sizes == [ROW_GROUP] * (n // ROW_GROUP) + ([n % ROW_GROUP] if n % ROW_GROUP else [])
+    # one file per bucket and shard (empty where the shard has no rows there), rows by position
+    assert set(got) == {f"{bucket_name(b)}/{stem}.parquet" for b in range(N_BUCKETS) for stem in SHARDS}
+    for name, t in got.items():
+        assert set(t.column("stem").to_pylist()) <= {name.split("/")[1][: -len(".parquet")]}
+        pos = t.column("pos").to_numpy()
+        assert (np.diff(pos) > 0).all(), name
 
 
 @pytest.mark.parametrize("mib", [0, 64])

@@ -44,7 +44,8 @@ def cfg_for(corpus, out, *sets):
 
 def dedup_tables(out) -> dict[str, pa.Table]:
     """The dedup outputs without their metadata (which holds the hash of the whole config, backend included)."""
-    return {p.name: pq.read_table(p).replace_schema_metadata(None) for p in sorted((out / "dedup").glob("*.parquet"))}
+    files = sorted((out / "dedup").glob("*/*.parquet"))  # <bucket>/<stem>.parquet
+    return {f"{p.parent.name}/{p.name}": pq.read_table(p).replace_schema_metadata(None) for p in files}
 
 
 def same_tables(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
@@ -66,7 +67,7 @@ def numpy_run(tmp_path_factory):
 
 def test_torch_backend_writes_the_numpy_columns(numpy_run, tmp_path, monkeypatch):
     corpus, base, want = numpy_run
-    assert len(want) == 2 and sum(t.num_rows for t in want.values()) == 60
+    assert len(want) == 4 and sum(t.num_rows for t in want.values()) == 60  # 2 buckets x 2 shards
     assert sum(t.column("dup_max_sim").null_count for t in want.values()) == 3  # one top-ranked member per cluster
     dup = np.concatenate([t.column("dup_max_sim").to_numpy(zero_copy_only=False) for t in want.values()])
     assert (dup > 0.9999).sum() >= 6  # the repeated texts

@@ -121,7 +121,7 @@ def outputs_of(marker: str) -> list[str]:
         "embed": [f"embeddings/{unit}.parquet"],
         "fit": ["centroids.npy", "kmeans.json"],
         "assign": [f"assignments/{unit}.parquet"],
-        "dedup": [f"dedup/{unit}.parquet"],
+        "dedup": [f"dedup/{unit}/{stem}.parquet" for stem in STEMS],  # every shard, in every bucket
         "score": [f"quality/{unit}.parquet"],
         "prune": ["cluster_stats.parquet", "prune.json"],
         "decide": [f"decisions/{unit}.parquet"],

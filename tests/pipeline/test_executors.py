@@ -61,7 +61,7 @@ RUN = [s for s in STAGES if s not in ("prefilter", "textdedup")]
 #: outputs that must be byte-identical whatever executes the stages (kmeans.json too, less its timing)
 OUTPUT_GLOBS = [
     "curated/*.parquet", "rejects/*.parquet", "embeddings/*.parquet", "assignments/*.parquet",
-    "buckets/*/*.parquet", "dedup/*.parquet", "quality/*.parquet", "decisions/*.parquet",
+    "buckets/*/*.parquet", "dedup/*/*.parquet", "quality/*.parquet", "decisions/*.parquet",
     "cluster_stats.parquet", "centroids.npy", "prune.json",
 ]  # fmt: skip
 PLAN = MixSection(budget_tokens=20_000, law={"a": 200.0})

@@ -525,9 +525,9 @@ def test_overwrite_redoes_everything(base, rerun, monkeypatch):
 
 
 def test_fewer_buckets_in_an_existing_run_dir(base, rerun):
-    """Lowering ``cluster.n_buckets`` in an existing run dir leaves a stale ``dedup/00001.parquet``; prune must read
+    """Lowering ``cluster.n_buckets`` in an existing run dir leaves a stale ``dedup/00001/``; prune must read
     only the current buckets (it once joined both and decided over 172 rows instead of 120)."""
-    out = rerun("cluster.n_buckets=1")  # refit, reassign, rededup into one bucket; dedup/00001.parquet is stale
+    out = rerun("cluster.n_buckets=1")  # refit, reassign, rededup into one bucket; dedup/00001/ is stale
     f = curated(out)
     assert f.height == N_VALID
     assert (f["keep"].to_numpy() == ~dup_mask(f)).all()
