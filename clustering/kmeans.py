@@ -62,14 +62,35 @@ def faiss_gpu_available() -> bool:
         return False
 
 
+#: FAISS warns below this many training points per centroid (``min_points_per_centroid``)
+MIN_POINTS_PER_CENTROID = 39
+#: rows normalised at once: ``np.linalg.norm`` squares its whole input in a temporary, so a block at a time
+_NORM_BLOCK = 16_384
+
+
+def points_per_centroid(k: int, dim: int, max_points_per_centroid: int, max_bytes: int | None) -> int:
+    """Training points per centroid so that the sample, ``k × p × dim`` float32, stays within ``max_bytes``:
+    ``max_points_per_centroid`` when it fits (or ``max_bytes`` is ``None``), else ``max_bytes // (k·dim·4)`` but
+    never below ``MIN_POINTS_PER_CENTROID`` (then the sample is larger than ``max_bytes``) nor above
+    ``max_points_per_centroid``."""
+    if max_bytes is None:
+        return max_points_per_centroid
+    fits = max_bytes // (k * dim * 4)
+    return min(max_points_per_centroid, max(MIN_POINTS_PER_CENTROID, fits))
+
+
 def _normalize(x: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """Rows scaled to unit length; ``inplace`` reuses ``x``'s memory when it is C-contiguous float32."""
+    """Rows scaled to unit length; ``inplace`` reuses ``x``'s memory when it is C-contiguous float32.
+
+    A block of rows at a time, so the only temporary is one block (each row's norm is the same as in one call).
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    if inplace:
-        x /= norms
-        return x
-    return x / norms
+    out = x if inplace else np.empty_like(x)
+    for a in range(0, x.shape[0], _NORM_BLOCK):
+        block = x[a : a + _NORM_BLOCK]
+        norms = np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        np.divide(block, norms, out=out[a : a + _NORM_BLOCK])
+    return out
 
 
 class SphericalKMeans:
@@ -178,8 +199,8 @@ class SphericalKMeans:
         rng = np.random.default_rng(seed)
         n = x.shape[0]
         cap = self.k * self.max_points_per_centroid
-        sample = np.sort(rng.choice(n, cap, replace=False)) if n > cap else np.arange(n)
-        xt = torch.from_numpy(x[sample]).to(device)
+        sample = np.sort(rng.choice(n, cap, replace=False)) if n > cap else None
+        xt = torch.from_numpy(x if sample is None else x[sample]).to(device)  # the whole sample: no copy on a CPU
         init = rng.choice(xt.shape[0], self.k, replace=False)
         c = xt[torch.from_numpy(init).to(device)].clone()
         objective: list[float] = []

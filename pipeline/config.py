@@ -45,6 +45,11 @@ class ClusterSection(Section):
         max_points_per_centroid: k-means trains on at most ``k ×`` this many points (FAISS's rule): the ones of
             the sample with the smallest hashes of (seed, id); the fit stage reads only their vectors, so its
             memory is bounded by this cap, not by the corpus.
+        fit_max_mib: the k-means sample's size cap in MiB (float32 vectors: ``k × points × dim × 4`` bytes); when
+            ``k × max_points_per_centroid`` points would not fit, fewer points per centroid are used, never below
+            39 (FAISS's minimum; the fit then warns that the sample is larger). Fewer points make coarser
+            centroids (64-128 per centroid are typical); ``null``: no cap. At dim 384 the default of 1024 keeps
+            256 points up to k = 2,730 and 69 at k = 10,000.
         device: ``auto``, ``cpu`` or ``cuda``.
         n_buckets: assignments are also written bucketed by ``cluster_id % n_buckets`` so one dedup task holds
             whole clusters.
@@ -57,6 +62,7 @@ class ClusterSection(Section):
     seed: int | None = Field(None, ge=0)
     fit_fraction: float = Field(1.0, gt=0.0, le=1.0)
     max_points_per_centroid: int = Field(256, ge=1)
+    fit_max_mib: int | None = Field(1024, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     n_buckets: int = Field(16, ge=1, le=65_536)
 

@@ -10,9 +10,16 @@ import numpy as np
 import pyarrow as pa
 from loguru import logger
 
-from winnow.clustering.kmeans import SphericalKMeans, assign
+from winnow.clustering.kmeans import MIN_POINTS_PER_CENTROID, SphericalKMeans, assign, points_per_centroid
 from winnow.core.io import Shard, VectorWriter
-from winnow.core.layout import arrow_to_vectors, bucket_name, read_parquet, vectors_to_arrow
+from winnow.core.layout import (
+    arrow_to_vectors,
+    bucket_name,
+    parquet_metadata,
+    read_parquet,
+    read_row_groups,
+    vectors_to_arrow,
+)
 from winnow.core.stats import ShardStats
 from winnow.pipeline.config import WinnowConfig
 from winnow.pipeline.stages.base import ShardStage, Stage, register_stage
@@ -48,39 +55,31 @@ class FitStage(Stage):
         self.require("embed")
         cc = self.cfg.cluster
         seed = self.cfg.cluster_seed
-        # pass 1, ids only: the sample (hash below fit_fraction), then at most the k x max_points_per_centroid
-        # points k-means trains on (the smallest hashes), so memory is bounded by that cap, not by the corpus
-        cap = cc.k * cc.max_points_per_centroid
-        rows, hashes = [], []
-        for i, shard in enumerate(self.shards):
-            ids = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet", [self.cfg.io.id_field])
-            h = fit_hashes(ids.column(0).to_pylist(), seed)
-            stats.input += len(h)
-            stats.kept += len(h)
-            member = np.arange(len(h)) if cc.fit_fraction >= 1.0 else np.nonzero(h / 2.0**64 < cc.fit_fraction)[0]
-            rows.append(np.stack([np.full(len(member), i), member], axis=1))
-            hashes.append(h[member])
-        chosen = np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
-        h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-        stats.count("fit_sample", len(h))
-        if len(h) > cap:
-            chosen = chosen[np.sort(np.argpartition(h, cap - 1)[:cap])]
-        # pass 2: the chosen vectors, shard by shard
-        parts = []
-        bounds = np.searchsorted(chosen[:, 0], np.arange(len(self.shards) + 1))  # chosen is sorted by shard
-        for i, shard in enumerate(self.shards):
-            take = chosen[bounds[i] : bounds[i + 1], 1]
-            if len(take):
-                column = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet", ["embedding"]).column(0)
-                parts.append(arrow_to_vectors(column)[take])
-        x = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-        del parts
+        dim = self.vector_dim()
+        budget = None if cc.fit_max_mib is None else cc.fit_max_mib * 2**20
+        per_centroid = cc.max_points_per_centroid if dim is None else points_per_centroid(
+            cc.k, dim, cc.max_points_per_centroid, budget
+        )  # fmt: skip
+        logger.info(
+            f"fit: {per_centroid} points per centroid (cluster.max_points_per_centroid={cc.max_points_per_centroid}, "
+            f"cluster.fit_max_mib={cc.fit_max_mib}, k={cc.k}, dim={dim})"
+        )
+        chosen = self.choose_sample(cc.k * per_centroid, seed, stats)
+        need = len(chosen) * (dim or 0) * 4
+        if budget is not None and need > budget:
+            logger.warning(
+                f"fit: the k-means sample needs {need / 2**20:,.1f} MiB, more than cluster.fit_max_mib="
+                f"{cc.fit_max_mib}, even at {per_centroid} points per centroid (FAISS's minimum is "
+                f"{MIN_POINTS_PER_CENTROID}): lower cluster.k or raise cluster.fit_max_mib"
+            )
+        x = self.read_sample(chosen, dim or 1)
         km = SphericalKMeans(
-            cc.k, niter=cc.niter, seed=seed, max_points_per_centroid=cc.max_points_per_centroid,
+            cc.k, niter=cc.niter, seed=seed, max_points_per_centroid=per_centroid,
             backend=cc.backend, device=cc.device, nredo=cc.nredo,
         )  # fmt: skip
-        result = km.fit(x, overwrite_input=True)  # x is this stage's own copy: no second one
+        result = km.fit(x, overwrite_input=True)  # x is this stage's own array: normalised in place, no copy
         stats.count("fit_train_points", result.n_train)
+        stats.count("fit_points_per_centroid", per_centroid)
         buf = io.BytesIO()
         np.save(buf, result.centroids)
         self.run_dir.write_bytes("centroids.npy", buf.getvalue())
@@ -88,8 +87,8 @@ class FitStage(Stage):
             "k": cc.k, "niter": cc.niter, "nredo": cc.nredo, "seed": seed,
             "backend": result.backend, "device": result.device,
             "n_documents": stats.input, "n_sample": int(len(x)), "n_train": result.n_train,
-            "max_points_per_centroid": cc.max_points_per_centroid, "objective": result.objective,
-            "seconds": result.seconds,
+            "max_points_per_centroid": cc.max_points_per_centroid, "points_per_centroid": per_centroid,
+            "fit_max_mib": cc.fit_max_mib, "objective": result.objective, "seconds": result.seconds,
         }  # fmt: skip
         self.run_dir.write_text("kmeans.json", json.dumps(info, indent=2))
         logger.info(
@@ -97,6 +96,66 @@ class FitStage(Stage):
             f"objective {result.objective[0] if result.objective else float('nan'):.2f} -> "
             f"{result.objective[-1] if result.objective else float('nan'):.2f} in {result.seconds:.2f}s"
         )
+
+    def vector_dim(self) -> int | None:
+        """The embeddings' dimension, from the first shard's parquet schema (``None`` without shards)."""
+        if not self.shards:
+            return None
+        meta = parquet_metadata(self.run_dir, f"embeddings/{self.shards[0].stem}.parquet")
+        return meta.schema.to_arrow_schema().field("embedding").type.list_size
+
+    def choose_sample(self, cap: int, seed: int, stats: ShardStats) -> np.ndarray:
+        """Pass 1, ids only: ``[(shard, row)]``, sorted, of the sample (hash of (seed, id) below ``fit_fraction``)
+        or of its ``cap`` smallest hashes, the points k-means trains on. Candidates are cut back to the ``cap``
+        smallest whenever they pass ``2 × cap``, so memory is bounded by the cap, not by the corpus."""
+        fraction = self.cfg.cluster.fit_fraction
+        keep: list[np.ndarray] = []  # per shard: (hash, shard, row) as three uint64 columns
+        held = n_sample = 0
+        for i, shard in enumerate(self.shards):
+            ids = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet", [self.cfg.io.id_field])
+            h = fit_hashes(ids.column(0).to_pylist(), seed)
+            stats.input += len(h)
+            stats.kept += len(h)
+            member = np.arange(len(h)) if fraction >= 1.0 else np.nonzero(h / 2.0**64 < fraction)[0]
+            keep.append(np.stack([h[member], np.full(len(member), i, np.uint64), member.astype(np.uint64)], axis=1))
+            held += len(member)
+            n_sample += len(member)
+            if held > 2 * cap:
+                keep = [_smallest(np.concatenate(keep), cap)]
+                held = cap
+        stats.count("fit_sample", n_sample)
+        picked = _smallest(np.concatenate(keep), cap) if keep else np.zeros((0, 3), np.uint64)
+        picked = picked[np.lexsort((picked[:, 2], picked[:, 1]))]  # by shard, then row
+        return picked[:, 1:].astype(np.int64)
+
+    def read_sample(self, chosen: np.ndarray, dim: int) -> np.ndarray:
+        """Pass 2: the ``chosen`` vectors (``[(shard, row)]`` sorted) into one float32 array, a row group at a time
+        (only the groups holding chosen rows), so besides the sample there is one row group in memory."""
+        x = np.empty((len(chosen), dim), np.float32)
+        bounds = np.searchsorted(chosen[:, 0], np.arange(len(self.shards) + 1))  # chosen is sorted by shard
+        pool = pa.default_memory_pool()
+        for i, shard in enumerate(self.shards):
+            take = chosen[bounds[i] : bounds[i + 1], 1]
+            if not len(take):
+                continue
+            rel = f"embeddings/{shard.stem}.parquet"
+            meta = parquet_metadata(self.run_dir, rel)
+            starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+            cuts = np.searchsorted(take, starts)  # take[cuts[g] : cuts[g + 1]] lie in row group g
+            for g in np.flatnonzero(np.diff(cuts)):
+                column = read_row_groups(self.run_dir, rel, [int(g)], ["embedding"], meta).column(0)
+                lo, hi = bounds[i] + cuts[g], bounds[i] + cuts[g + 1]
+                x[lo:hi] = arrow_to_vectors(column)[take[cuts[g] : cuts[g + 1]] - starts[g]]
+                del column
+            pool.release_unused()  # the arrow pool keeps freed buffers otherwise
+        return x
+
+
+def _smallest(rows: np.ndarray, cap: int) -> np.ndarray:
+    """The ``cap`` rows of ``rows`` (hash, ...) with the smallest hashes (all of them when there are fewer)."""
+    if len(rows) <= cap:
+        return rows
+    return rows[np.argpartition(rows[:, 0], cap - 1)[:cap]]
 
 
 def pack_clusters(starts: np.ndarray, ends: np.ndarray, min_rows: int) -> list[tuple[int, int]]:
