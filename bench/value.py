@@ -56,7 +56,7 @@ NLTK = Path(os.environ.get("WINNOW_NLTK_DATA", ROOT.parent / "shared" / "data" /
 #: Clean English sources of nltk_data (edited, published prose; ``quality_label == "clean"``).
 CLEAN_SOURCES = ("abc", "brown", "treebank", "inaugural", "state_union", "pil")
 KINDS = ("clean", "boilerplate", "noise", "word_salad", "exact_dup", "near_dup")
-STRATEGIES = ("random", "semdedup", "dbp", "quality")
+STRATEGIES = ("random", "semdedup", "dbp", "dbp_quality", "quality")
 
 PRESETS = {
     # 2 CPU cores, one torch thread for the proxy; see RESULTS.md for the measured wall time. One layer: for a 2-layer

@@ -19,7 +19,8 @@ class PruneSection(Section):
 
     Args:
         strategy: a registered strategy: ``none``, ``random``, ``semdedup``, ``prototypicality_easy``,
-            ``prototypicality_hard``, ``dbp``, ``quality`` or ``dataman_level`` (see ``winnow strategies``).
+            ``prototypicality_hard``, ``dbp``, ``dbp_quality``, ``quality`` or ``dataman_level`` (see
+            ``winnow strategies``).
         keep_fraction: share of valid documents to keep (rounded to the nearest row).
         keep_count: number of documents to keep (instead of ``keep_fraction``).
         balance: prototypicality only: each cluster keeps at least ``⌊balance·N/k⌋`` (capped at its size).
@@ -28,6 +29,8 @@ class PruneSection(Section):
         dbp_balance: lower bound share of the DBP quotas (``min(⌊balance·N/k⌋, n_j − 1)``).
         dbp_min_cluster_size: clusters with fewer members (after SemDeDup) take the mean complexity of the others.
         dbp_keep: within a cluster keep the ``hard``est (farthest from the centroid, default) or ``easy``est.
+        quality_pool: ``dbp_quality`` only: DBP chooses among this share of the documents, the best by
+            ``quality_score`` (at least the target; the DBP paper filters by a quality score first).
         quality_by: ``quality`` strategy: rank by the sum of these criteria (e.g. ``[accuracy, coherence]``);
             empty (default) ranks by ``quality_score``.
         dataman_level: ``dataman_level`` strategy: keep documents whose ``quality_overall`` equals this.
@@ -47,6 +50,7 @@ class PruneSection(Section):
     dbp_balance: float = Field(0.5, ge=0.0, le=1.0)
     dbp_min_cluster_size: int = Field(2, ge=1)
     dbp_keep: Literal["hard", "easy"] = "hard"
+    quality_pool: float = Field(0.5, gt=0.0, le=1.0)
     quality_by: list[str] = Field(default_factory=list)
     dataman_level: int = Field(5, ge=1, le=5)
     stratify: list[Literal["source", "quality_domain"]] = Field(default_factory=list)

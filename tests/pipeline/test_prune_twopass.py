@@ -29,6 +29,8 @@ def frame_and_centroids(seed: int, n: int = 1500):
         pl.Series("cluster_id", rng.integers(0, K, n).astype(np.int32)),
         pl.Series("dist_to_centroid", np.round(rng.random(n), 2).astype(np.float32)),
         pl.Series("dup_max_sim", sims).fill_nan(None),
+        # dbp_quality's pool: one decimal (ties across the pool's cut) and some nulls (-inf)
+        pl.Series("quality_score", np.where(rng.random(n) < 0.05, np.nan, np.round(rng.random(n), 1))).fill_nan(None),
     )
     cent = rng.standard_normal((K, 8)).astype(np.float32)
     return f, cent / np.linalg.norm(cent, axis=1, keepdims=True)
@@ -50,12 +52,14 @@ CASES = [
     ["prune.strategy=dbp", "prune.keep_fraction=0.4"],
     ["prune.strategy=dbp", "prune.keep_fraction=0.97"],  # above the survivors: the least-duplicated duplicates
     ["prune.strategy=dbp", "prune.keep_fraction=0.3", "prune.dbp_keep=easy"],
+    ["prune.strategy=dbp_quality", "prune.keep_fraction=0.2"],
+    ["prune.strategy=dbp_quality", "prune.keep_fraction=0.45", "prune.quality_pool=0.5"],  # above the survivors
 ]
 
 
 def test_every_builtin_strategy_but_the_token_selections_has_a_two_pass_form():
     two_pass = {e.name for e in STRATEGIES.entries() if e.meta.get("two_pass")}
-    assert set(STRATEGIES.names()) - two_pass == {"quality", "dataman_level"}
+    assert set(STRATEGIES.names()) - two_pass == {"dataman_level"}
 
 
 @pytest.mark.parametrize("cap", [1 << 20, 3], ids=["collect", "descend"])
@@ -152,7 +156,7 @@ def test_single_frame_strategies_through_the_plan(sets):
     cfg = cfg_of(*sets)
     ref = decide(frame, cfg, None)
     plan, keep, reason, repeat = decide_two_pass(frame, cfg, None)
-    assert plan.rows is not None
+    assert (plan.rows is None) == (cfg.prune.strategy == "quality")
     np.testing.assert_array_equal(keep, ref.keep)
     np.testing.assert_array_equal(repeat, ref.repeat)
     assert reason.tolist() == ref.reason.tolist()

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from winnow.clustering.semdedup import is_duplicate
 from winnow.core.errors import ConfigError
 from winnow.pipeline.config import load_config
+from winnow.pipeline.prune import NEEDS_QUALITY
 from winnow.pipeline.report.law import bucket_law, bucket_tokens, predicted_error, quality_buckets
 from winnow.pipeline.report.proxy_lm import EOS, ProxyConfig, encode, eval_windows, heldout_mask, train_proxy
 from winnow.pipeline.report.proxy_tokenizer import ProxyTokenizer
@@ -280,7 +281,7 @@ def test_run_without_quality_scores_leaves_the_quality_strategies_out(run_copy, 
     shutil.rmtree(run_copy / "quality")
     report = build_report(str(run_copy), fractions=(0.2, 0.5, 1.0))
     c = read_curves(run_copy)
-    assert set(c["strategy"]) == set(CURVE_STRATEGIES) - {"quality", "dataman_level"}
+    assert set(c["strategy"]) == set(CURVE_STRATEGIES) - set(NEEDS_QUALITY)  # quality, dataman_level, dbp_quality
     assert c["mean_quality_score"].is_null().all()
     # tokens from the curated texts, domains from the source column
     scores = load_run(str(run_copy))
