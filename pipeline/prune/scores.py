@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from winnow.core.errors import CurationError
 from winnow.core.io import Shard
@@ -63,13 +62,19 @@ def load_scores(
     return frame.sort(["stem", "pos"], maintain_order=True)
 
 
+#: documents whose similarities the prune step keeps between its passes (4 B each: 200 MB)
+SIMS_CACHE_DOCS = 50_000_000
+
+
 class RunSource:
     """The stored scores of a run, shard by shard, in the canonical order (``twopass.Source``): cluster id and
     distance from ``assignments/<stem>``, the SemDeDup similarity from ``dedup/<bucket>``, never an id string.
 
-    The global step reads every dedup file once (pos, dup_max_sim) into one float32 array per shard (4 bytes per
-    document; its passes stream the shards several times, and the files are one per bucket and shard). A unit's
-    decision (``shard_sims``) reads only its own shard's file of each bucket (``dedup/<bucket>/<stem>.parquet``).
+    A shard's SemDeDup similarities are its own file of each bucket (``dedup/<bucket>/<stem>.parquet``, pos and
+    dup_max_sim; ``shard_sims``, which a unit's decision reads with the nearest ids). The global step streams the
+    shards several times (once per radix pass); it keeps each shard's similarities (4 bytes per document) between
+    passes up to ``SIMS_CACHE_DOCS`` documents in all and reads the rest again on every pass, so its memory stays
+    flat in the corpus at the price of more small reads beyond that.
     """
 
     def __init__(self, run: RunDir, shards: list[Shard], id_field: str, clusters: bool, dedup: bool, n_buckets: int,
@@ -78,49 +83,36 @@ class RunSource:
         self.shards = sorted(shards, key=lambda s: s.stem)
         self.rank = {s.stem: i for i, s in enumerate(self.shards)}
         self.clusters, self.dedup, self.quality, self.n_buckets = clusters, dedup, quality, n_buckets
-        self._sims: dict[str, np.ndarray] | None = None
+        self._sims: dict[str, np.ndarray] = {}
+        self._cached = 0
 
     def _rows_file(self, stem: str) -> str:
         return f"assignments/{stem}.parquet" if self.clusters else f"embeddings/{stem}.parquet"
 
-    def _all_sims(self) -> dict[str, np.ndarray]:
-        """Every shard's ``dup_max_sim`` (NaN where null), from one read of each current dedup file."""
-        if self._sims is None:
-            sims, seen = {}, {}
-            for s in self.shards:
-                with self.run.fs.open(self.run._p(self._rows_file(s.stem)), "rb") as f:
-                    n = pq.ParquetFile(f).metadata.num_rows
-                sims[s.stem], seen[s.stem] = np.full(n, np.nan, np.float32), np.zeros(n, np.int8)
-            extra = 0
-            for stem in sims:
-                for b in range(self.n_buckets):
-                    t = read_dedup(self.run, b, stem, ["pos", "dup_max_sim"])
-                    pos = t.column("pos").to_numpy()
-                    if len(pos) and (pos.min() < 0 or pos.max() >= len(sims[stem])):
-                        extra += len(pos)
-                        continue
-                    sims[stem][pos] = t.column("dup_max_sim").to_numpy(zero_copy_only=False)
-                    np.add.at(seen[stem], pos, 1)
-            missing = sum(int((v != 1).sum()) for v in seen.values()) + extra
-            if missing:
-                total = sum(len(v) for v in seen.values())
-                raise CurationError(
-                    f"dedup outputs do not cover the {total} documents one row each ({missing} rows missing, "
-                    "repeated or out of range): rerun `winnow dedup` (or `winnow run`)"
-                )
-            self._sims = sims
-        return self._sims
+    def _shard_sims(self, stem: str, n: int) -> np.ndarray:
+        """``dup_max_sim`` of one shard, kept between the passes while the kept arrays hold at most
+        ``SIMS_CACHE_DOCS`` documents (after that, read again on every pass)."""
+        if stem in self._sims:
+            return self._sims[stem]
+        sims = self.shard_sims(stem, n, nn=False)[0]
+        if self._cached + n <= SIMS_CACHE_DOCS:
+            self._sims[stem] = sims
+            self._cached += n
+        return sims
 
-    def shard_sims(self, stem: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """One shard's ``dup_max_sim`` (NaN where null) and ``dup_nn_id``, from its file of every bucket."""
-        parts = [read_dedup(self.run, b, stem, ["pos", "dup_max_sim", "dup_nn_id"]) for b in range(self.n_buckets)]
+    def shard_sims(self, stem: str, n: int, nn: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """One shard's ``dup_max_sim`` (NaN where null) and ``dup_nn_id`` (``nn``), from its file of every bucket;
+        each of its ``n`` rows must be there exactly once."""
+        cols = ["pos", "dup_max_sim", "dup_nn_id"] if nn else ["pos", "dup_max_sim"]
+        parts = [read_dedup(self.run, b, stem, cols) for b in range(self.n_buckets)]
         t = pl.from_arrow(pa.concat_tables(parts)).sort("pos") if parts else None
         if t is None or t.height != n or not (t["pos"].to_numpy() == np.arange(n)).all():
             raise CurationError(
                 f"dedup outputs cover {0 if t is None else t.height} rows of {stem} for {n} documents: rerun "
                 "`winnow dedup` (or `winnow run`)"
             )
-        return t["dup_max_sim"].fill_null(float("nan")).to_numpy().astype(np.float32), t["dup_nn_id"].to_numpy()
+        sims = t["dup_max_sim"].fill_null(float("nan")).to_numpy().astype(np.float32)
+        return sims, (t["dup_nn_id"].to_numpy() if nn else None)
 
     def rows(self, stem: str) -> pl.DataFrame:
         """The id and (with clusters) cluster_id, dist_to_centroid of one shard."""
@@ -146,13 +138,13 @@ class RunSource:
         return q
 
     def __iter__(self) -> Iterator[ShardScores]:
-        sims = self._all_sims() if self.dedup else {}
         for s in self.shards:
             cols = ["cluster_id", "dist_to_centroid"] if self.clusters else [self.id_field]
             rows = pl.from_arrow(read_parquet(self.run, self._rows_file(s.stem), cols))
-            if self.dedup and len(sims[s.stem]) != rows.height:
+            sims = self._shard_sims(s.stem, rows.height) if self.dedup else None
+            if sims is not None and len(sims) != rows.height:
                 raise CurationError(f"{self._rows_file(s.stem)} changed while prune ran: rerun `winnow run`")
-            yield self.scores(s.stem, rows, sims.get(s.stem))
+            yield self.scores(s.stem, rows, sims)
 
     def frame(self) -> pl.DataFrame:
         """stem, pos, the numeric scores and the quality columns (no ids) of every shard, in the canonical order."""
