@@ -21,6 +21,7 @@ column); ``--stratify source,quality_domain`` selects DataMan's strata.
 Usage:
     python bench/prune_memory.py --docs 1000000 --k 1000 --strategy dbp
     python bench/prune_memory.py --docs 1000000 --strategy quality --stratify source,quality_domain
+    python bench/prune_memory.py --docs 1000000 --strategy dataman_level --keep-fraction 0.1 --workdir W
     python bench/prune_memory.py --docs 10000000 --k 10000 --buckets 200 --modes global,unit --workdir W \
         --json bench/out/prune_memory.json
     (``--workdir W`` keeps the synthetic run for the next call: 10M documents take about 20 s to write, 332 MB.)
@@ -115,6 +116,7 @@ def measure(
     strategy: str,
     before_d_inter: bool = False,
     stratify: str = "",
+    keep_fraction: str = "0.5",
 ) -> dict:
     import io
 
@@ -126,7 +128,8 @@ def measure(
     from winnow.pipeline.prune.scores import RunSource
     from winnow.pipeline.prune.twopass import Plan, apply_plan, plan_decisions
 
-    sets = [f"cluster.k={k}", f"cluster.n_buckets={buckets}", f"prune.strategy={strategy}", "prune.keep_fraction=0.5"]
+    sets = [f"cluster.k={k}", f"cluster.n_buckets={buckets}", f"prune.strategy={strategy}",
+            f"prune.keep_fraction={keep_fraction}"]  # fmt: skip
     sets += [f"prune.stratify=[{stratify}]"] if stratify else []
     quality = strategy in QUALITY_STRATEGIES
     dedup = not quality  # the quality strategies read clusters (when there are) and quality, not dedup
@@ -173,7 +176,10 @@ def child(args: argparse.Namespace) -> None:
     stems = json.loads(Path(args.root, "stems.json").read_text())
     if args.mode == "make-quality":
         return make_quality(Path(args.root), stems)
-    out = measure(args.mode, args.root, stems, args.k, args.buckets, args.strategy, args.before_d_inter, args.stratify)
+    out = measure(
+        args.mode, args.root, stems, args.k, args.buckets, args.strategy, args.before_d_inter, args.stratify,
+        args.keep_fraction,
+    )  # fmt: skip
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
@@ -186,6 +192,7 @@ def main() -> None:
     ap.add_argument("--buckets", type=int, default=20)
     ap.add_argument("--strategy", default="dbp")
     ap.add_argument("--stratify", default="", help="quality strategies: prune.stratify, e.g. source,quality_domain")
+    ap.add_argument("--keep-fraction", default="0.5", help="prune.keep_fraction")
     ap.add_argument("--modes", default="single,global,unit")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None)
@@ -207,13 +214,15 @@ def main() -> None:
     results = {}
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--root", str(root), "--k", str(args.k),
-               "--buckets", str(args.buckets), "--strategy", args.strategy, "--stratify", args.stratify]  # fmt: skip
+               "--buckets", str(args.buckets), "--strategy", args.strategy, "--stratify", args.stratify,
+               "--keep-fraction", args.keep_fraction]  # fmt: skip
         cmd += ["--before-d-inter"] if args.before_d_inter else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{mode}: {results[mode]}", file=sys.stderr)
     info = {"docs": args.docs, "shard_docs": args.shard_docs, "k": args.k, "buckets": args.buckets,
-            "strategy": args.strategy, "stratify": args.stratify, "before_d_inter": args.before_d_inter,
+            "strategy": args.strategy, "stratify": args.stratify, "keep_fraction": args.keep_fraction,
+            "before_d_inter": args.before_d_inter,
             "results": results}  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,9 @@ class PruneSection(Section):
         stratify: quality strategies: ``[]`` (default) selects over the whole corpus (``quality`` keeps the best f
             of the tokens); ``[source, quality_domain]`` is DataMan's recipe: strata by source, then domain, each
             with a token quota proportional to its share of the eligible tokens (all tokens for ``quality``, the
-            level's tokens for ``dataman_level``). ``dataman_level`` upsamples with replacement only when the
-            level holds fewer tokens than the budget; the draws go to the ``repeat`` column.
+            level's tokens for ``dataman_level``). ``dataman_level`` upsamples only when the level holds fewer
+            tokens than the budget, in rounds (every document at the level ⌊goal/E⌋ times, a seeded-hash prefix
+            once more); the draws go to the ``repeat`` column.
     """
 
     strategy: Literal[PRUNE_STRATEGIES] = "none"

@@ -9,10 +9,10 @@ and the plan: a row is kept when its key (score, seeded ``row_hash`` of (stem, r
 its group's cut. The decisions equal ``decide`` on the whole canonical frame, row for row (the tests run both).
 
 A strategy joins by registering ``two_pass=TwoPass(plan, apply)`` with ``STRATEGIES``; its shards' quality columns
-come from ``ShardScores.quality_columns`` (read per shard, on demand). A strategy without one (``dataman_level``: a
-uniform sample per stratum, upsampling with replacement) is decided by its single-frame function on a frame of its
-numeric and quality columns (no ids), and the plan carries the per-row result (``rows``: stem, pos, keep,
-drop_reason, repeat), which ``apply_plan`` looks up.
+come from ``ShardScores.quality_columns`` (read per shard, on demand). Every built-in strategy has one. A strategy
+without one (a plug-in) is decided by its single-frame function on a frame of its numeric and quality columns (no
+ids), and the plan carries the per-row result (``rows``: stem, pos, keep, drop_reason, repeat), which
+``apply_plan`` looks up.
 """
 
 from __future__ import annotations
@@ -214,11 +214,12 @@ class Plan:
 @dataclass
 class TwoPass:
     """A strategy's two-pass form: ``plan(inp) -> Plan`` (global, small) and ``apply(plan, cfg, shard) ->
-    (keep, reason)`` (per shard)."""
+    (keep, reason)`` (per shard; with ``repeats``, ``(keep, reason, repeat)``)."""
 
     plan: Callable[[PlanInput], Plan]
-    apply: Callable[[Plan, WinnowConfig, ShardScores], tuple[np.ndarray, np.ndarray]]
+    apply: Callable[[Plan, WinnowConfig, ShardScores], tuple[np.ndarray, ...]]
     exact_target: bool = True  # keeps exactly ``target`` documents (False: a token budget, ``quality``)
+    repeats: bool = False  # ``apply`` also returns ``repeat``, the draws per row (``quality``, ``dataman_level``)
 
 
 def reasons(n: int) -> np.ndarray:
@@ -251,7 +252,7 @@ def plan_decisions(src: Source, cfg: WinnowConfig, centroids: np.ndarray | None)
         }
     kept, dropped = 0, {}
     for sh in src:
-        keep, reason = two_pass.apply(plan, cfg, sh)
+        keep, reason = two_pass.apply(plan, cfg, sh)[:2]
         kept += int(keep.sum())
         values, counts = np.unique(reason[~keep].astype(str), return_counts=True)
         for v, c in zip(values, counts, strict=True):
@@ -290,7 +291,10 @@ def apply_plan(plan: Plan, cfg: WinnowConfig, sh: ShardScores) -> tuple[np.ndarr
             raise CurationError(f"the prune plan holds {rows.height} rows of {sh.stem}, the shard {sh.n}: rerun prune")
         repeat = rows["repeat"].to_numpy() if plan.has_repeat else None
         return rows["keep"].to_numpy(), np.asarray(rows["drop_reason"].to_list(), dtype=object), repeat
-    keep, reason = STRATEGIES[plan.strategy].meta["two_pass"].apply(plan, cfg, sh)
+    two_pass: TwoPass = STRATEGIES[plan.strategy].meta["two_pass"]
+    if two_pass.repeats:
+        return two_pass.apply(plan, cfg, sh)
+    keep, reason = two_pass.apply(plan, cfg, sh)
     return keep, reason, (keep.astype(np.int32) if plan.has_repeat else None)  # has_repeat: each kept row once
 
 

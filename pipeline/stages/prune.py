@@ -33,7 +33,7 @@ class PruneStage(Stage):
     Streams the stored numeric scores shard by shard (``prune.twopass``) and writes ``prune_plan.json`` (the target,
     the per-cluster quotas, the cuts of every ranking), ``cluster_stats.parquet`` and ``prune.json``; the
     ``decide`` stage then writes ``decisions/<stem>.parquet`` one shard per unit. A strategy without a two-pass form
-    (``dataman_level``) is decided here on a frame of its numeric and quality columns, and its per-row
+    (a plug-in; every built-in has one) is decided here on a frame of its numeric and quality columns, and its per-row
     result goes to ``prune_rows.parquet``. Cheap: changing the strategy or the target reruns only prune, decide and
     write.
     """

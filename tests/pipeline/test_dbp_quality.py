@@ -46,8 +46,8 @@ def test_pool_size_rounds_half_up_and_holds_the_target():
 def test_dbp_quality_is_dbp_on_the_best_documents(pool, count, seed):
     frame, cent = scored_frame(seed)
     n = frame.height
-    got = decide(frame, cfg_of("prune.strategy=dbp_quality", f"prune.keep_count={count}", f"prune.quality_pool={pool}"),
-                 cent)  # fmt: skip
+    sets = ("prune.strategy=dbp_quality", f"prune.keep_count={count}", f"prune.quality_pool={pool}")
+    got = decide(frame, cfg_of(*sets), cent)
     size = max(int(np.floor(pool * n + 0.5)), count)
     best = np.argsort(-frame["quality_score"].to_numpy(), kind="stable")[:size]  # distinct scores: no ties
     in_pool = np.zeros(n, dtype=bool)

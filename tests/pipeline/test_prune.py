@@ -612,29 +612,77 @@ def test_quality_target_is_in_tokens_with_the_rounding_carried_on():
     assert [(b["quota_tokens"], b["drawn_tokens"]) for b in s["by_stratum"]] == [(40, 30), (27, 40)]
 
 
+def sample_order(frame: pl.DataFrame, rows: list[int], seed: int = 0) -> list[int]:
+    """``dataman_level``'s sample order of ``rows``: ascending ``row_hash(stem, row, seed, "dataman_level")``."""
+    from winnow.pipeline.prune.base import row_hash
+
+    h = row_hash(frame["stem"], frame["pos"], seed, "dataman_level")
+    return sorted(rows, key=lambda r: (int(h[r]), r))
+
+
 def test_dataman_level_upsamples_only_short_strata_by_hand():
-    # level 5: books has one 30-token document for a quota of 60 -> drawn twice; web two 10-token documents for 40
-    # -> each once, then two more draws with replacement (20 tokens) among them
+    # level 5: books has one 30-token document (row 0) for a quota of 60 -> 2 rounds (60 tokens, rest 0); web two
+    # 10-token documents (rows 2, 3: 20 tokens) for a quota of 40 -> 2 rounds each (40 tokens, rest 0)
     d = decide_quality(
         quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5", "prune.keep_fraction=1",
         STRATA,
-    )
+    )  # fmt: skip
+    assert d.repeat.tolist() == [2, 0, 2, 2, 0, 0]
     assert d.keep.tolist() == [True, False, True, True, False, False]
-    assert d.repeat[0] == 2 and d.repeat[2] >= 1 and d.repeat[3] >= 1 and d.repeat[2] + d.repeat[3] == 4
     assert d.reason.tolist() == [None, "dataman_level", None, None, "dataman_level", "dataman_level"]
     s = d.summary
+    # 6 draws of 3 documents: 3 beyond one per kept document
     assert (s["token_target"], s["tokens_drawn"], s["draws"], s["upsampled_draws"]) == (100, 100, 6, 3)
+    assert [(b["quota_tokens"], b["drawn_tokens"], b["kept"], b["draws"]) for b in s["by_stratum"]] == [
+        (60, 60, 1, 2), (40, 40, 2, 4),
+    ]  # fmt: skip
+    # N = 5 -> T = round(500 / 6) = 83; quotas 49.8 / 33.2 -> 50 / 33. books: 1 round (30), rest 20: its document
+    # once more (30 is closer to 20 than 0) -> 60 drawn, 10 over. web aims at 33 - 10 = 23: 1 round (20), rest 3:
+    # nothing more (0 is closer to 3 than 10) -> 20 drawn
+    d = decide_quality(
+        quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5", "prune.keep_count=5",
+        STRATA,
+    )  # fmt: skip
+    assert d.repeat.tolist() == [2, 0, 1, 1, 0, 0]
+    s = d.summary
+    assert (s["token_target"], s["tokens_drawn"], s["draws"], s["upsampled_draws"]) == (83, 80, 4, 1)
+    assert [(b["quota_tokens"], b["drawn_tokens"]) for b in s["by_stratum"]] == [(50, 60), (33, 20)]
     # at a smaller target no stratum is short: no repeats. N = 2 -> T = 33; quotas 20 / 13; books takes its level-5
     # document (30, closer to 20 than 0), 10 over -> web aims at 3: nothing
     d = decide_quality(
         quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5",
         "prune.keep_fraction=0.3", STRATA,
-    )
+    )  # fmt: skip
     assert d.repeat.tolist() == [1, 0, 0, 0, 0, 0]
     assert d.reason.tolist() == [None, "dataman_level", "dataman_sample", "dataman_sample"] + ["dataman_level"] * 2
     # without a target: every document at the level, once
     d = decide_quality(quality_frame(TWO_SOURCES), "prune.strategy=dataman_level", "prune.dataman_level=5")
     assert d.repeat.tolist() == [1, 0, 1, 1, 0, 0]
+
+
+#: one source: three documents of 10 tokens at level 5 (rows 0-2), three at level 1; W = 60, n = 6
+THREE_AT_LEVEL = [("web", 10, 0.5, 5)] * 3 + [("web", 10, 0.5, 1)] * 3
+
+
+def test_dataman_level_sample_and_rounds_follow_the_seeded_hash_order():
+    frame = quality_frame(THREE_AT_LEVEL)
+    sets = ("prune.strategy=dataman_level", "prune.dataman_level=5")
+    first, second, third = order = sample_order(frame, [0, 1, 2])
+    assert order == [1, 2, 0]  # row_hash("s0", row, 0, "dataman_level"), smallest first
+    # N = 2 -> T = 20 of the level's 30 tokens: the prefix of the hash order closest to 20, its first two documents
+    d = decide_quality(frame, *sets, "prune.keep_count=2")
+    assert d.keep.tolist() == [i in (first, second) for i in range(6)]
+    assert d.reason[third] == "dataman_sample" and (d.reason[3:] == "dataman_level").all()
+    # another seed, another order: its first two documents
+    d = decide_quality(frame, *sets, "prune.keep_count=2", "run.seed=1")
+    assert d.keep.tolist() == [i in sample_order(frame, [0, 1, 2], 1)[:2] for i in range(6)]
+    # N = 5 -> T = 50 > 30: 1 round (30 tokens), rest 20: the first two in hash order once more (20 is closer than 10
+    # or 30)
+    d = decide_quality(frame, *sets, "prune.keep_count=5")
+    assert d.repeat.tolist() == [2 if i in (first, second) else 1 for i in range(3)] + [0, 0, 0]
+    assert (d.summary["tokens_drawn"], d.summary["draws"], d.summary["upsampled_draws"]) == (50, 5, 2)
+    # N = 6 -> T = 60: exactly 2 rounds
+    assert decide_quality(frame, *sets, "prune.keep_count=6").repeat.tolist() == [2, 2, 2, 0, 0, 0]
 
 
 #: a clean and a noisy source of equal size: "the best half" is the clean source
@@ -666,23 +714,27 @@ def test_dataman_level_quotas_follow_the_level_tokens():
     tokens (books 60%, web 40%) gave web a quota of 20 against its 10 level tokens, so its one document was drawn
     twice although the level's 70 tokens exceed the budget of 50."""
     sets = ("prune.strategy=dataman_level", "prune.dataman_level=5", STRATA)
-    d = decide_quality(quality_frame(LEVEL_IN_BOOKS), *sets, "prune.keep_fraction=0.5")  # N = 3, T = 50
+    frame = quality_frame(LEVEL_IN_BOOKS)
+    first = sample_order(frame, [0, 1])[0]
+    assert first == 1  # row_hash("s0", row, 0, "dataman_level"): row 1's is the smaller
+    d = decide_quality(frame, *sets, "prune.keep_fraction=0.5")  # N = 3, T = 50
     s = d.summary
-    # quotas 50 * 60 / 70 = 42.9 -> 43 and 7.1 -> 7; books: one 30-token document (30 is closer to 43 than 60),
-    # 13 short -> web aims at 7 + 13 = 20 and has 10 level tokens: one document, no upsampling (its quota 7 <= 10)
+    # quotas 50 * 60 / 70 = 42.9 -> 43 and 7.1 -> 7; books: the first 30-token document in hash order (30 is closer
+    # to 43 than 60), 13 short -> web aims at 7 + 13 = 20 and has 10 level tokens: one document, no upsampling (its
+    # quota 7 <= 10: the carry alone never repeats a document)
     assert [(b["source"], b["quota_tokens"], b["eligible_tokens"]) for b in s["by_stratum"]] == [
         ("books", 43, 60), ("web", 7, 10),
     ]  # fmt: skip
-    assert s["upsampled_draws"] == 0 and d.repeat.max() == 1
-    assert int(d.repeat[:2].sum()) == 1 and d.repeat[2] == 1 and (d.repeat[3:] == 0).all()
+    assert s["upsampled_draws"] == 0
+    assert d.repeat.tolist() == [int(first == 0), int(first == 1), 1, 0, 0, 0]
     assert (s["token_target"], s["tokens_drawn"]) == (50, 40)
     # the level short of the budget (70 < T = 100): every stratum upsampled in proportion. quotas 85.7 -> 86 and
-    # 14.3 -> 14; books: both documents (60) then draws with replacement up to 26 more: one 30-token draw (90, 4
-    # over) -> web aims at 10: its one document, no repeat needed
-    d = decide_quality(quality_frame(LEVEL_IN_BOOKS), *sets, "prune.keep_fraction=1")
+    # 14.3 -> 14; books: 1 round (60), rest 26: the first document in hash order once more (30 is closer to 26 than
+    # 0) -> 90, 4 over -> web aims at 10: 1 round of its one document (10), rest 0
+    d = decide_quality(frame, *sets, "prune.keep_fraction=1")
     s = d.summary
     assert [b["quota_tokens"] for b in s["by_stratum"]] == [86, 14]
-    assert d.repeat.tolist()[:3] in ([2, 1, 1], [1, 2, 1]) and (d.repeat[3:] == 0).all()
+    assert d.repeat.tolist() == [1 + (first == 0), 1 + (first == 1), 1, 0, 0, 0]
     assert (s["tokens_drawn"], s["upsampled_draws"]) == (100, 1)
 
 
@@ -810,6 +862,9 @@ def test_dataman_level_repeats_only_where_a_stratum_is_short(fraction):
         assert b["eligible_tokens"] == int(tokens[members & level].sum())
         if d.repeat[members].max(initial=0) > 1:
             assert b["quota_tokens"] > b["eligible_tokens"]  # only a short stratum is upsampled
+            # in rounds: every document at the level drawn r or r + 1 times, r = draws // documents
+            drawn = d.repeat[members & level]
+            assert drawn.max() - drawn.min() <= 1 and drawn.min() == b["draws"] // len(drawn)
         else:
             assert b["draws"] == b["kept"]
     assert d.summary["draws"] == int(d.repeat.sum()) == int(d.keep.sum()) + d.summary["upsampled_draws"]

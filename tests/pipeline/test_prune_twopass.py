@@ -57,9 +57,9 @@ CASES = [
 ]
 
 
-def test_every_builtin_strategy_but_the_token_selections_has_a_two_pass_form():
+def test_every_builtin_strategy_has_a_two_pass_form():
     two_pass = {e.name for e in STRATEGIES.entries() if e.meta.get("two_pass")}
-    assert set(STRATEGIES.names()) - two_pass == {"dataman_level"}
+    assert two_pass == set(STRATEGIES.names())
 
 
 @pytest.mark.parametrize("cap", [1 << 20, 3], ids=["collect", "descend"])
@@ -150,13 +150,27 @@ def quality_frame(seed: int, n: int = 400) -> pl.DataFrame:
         ["prune.strategy=dataman_level"],
     ],
 )
-def test_single_frame_strategies_through_the_plan(sets):
-    """quality / dataman_level keep their single-frame function; the plan carries its rows to the shards."""
+def test_quality_strategies_through_the_plan(sets):
+    """quality / dataman_level: their two-pass forms (no per-row result in the plan) equal the single frame."""
     frame = quality_frame(0)
     cfg = cfg_of(*sets)
     ref = decide(frame, cfg, None)
     plan, keep, reason, repeat = decide_two_pass(frame, cfg, None)
-    assert (plan.rows is None) == (cfg.prune.strategy == "quality")
+    assert plan.rows is None
+    np.testing.assert_array_equal(keep, ref.keep)
+    np.testing.assert_array_equal(repeat, ref.repeat)
+    assert reason.tolist() == ref.reason.tolist()
+    assert plan.summary == ref.summary
+
+
+def test_a_strategy_without_a_two_pass_form_goes_through_the_plan_rows(monkeypatch):
+    """A plug-in without ``two_pass`` is decided on one frame; the plan carries its rows to the shards."""
+    monkeypatch.setitem(STRATEGIES["dataman_level"].meta, "two_pass", None)
+    frame = quality_frame(1)
+    cfg = cfg_of("prune.strategy=dataman_level", "prune.keep_fraction=0.5", "prune.dataman_level=2")
+    ref = decide(frame, cfg, None)
+    plan, keep, reason, repeat = decide_two_pass(frame, cfg, None)
+    assert plan.rows is not None and plan.rows.height == frame.height
     np.testing.assert_array_equal(keep, ref.keep)
     np.testing.assert_array_equal(repeat, ref.repeat)
     assert reason.tolist() == ref.reason.tolist()

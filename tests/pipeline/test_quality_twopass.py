@@ -82,7 +82,8 @@ RUNS = [*((seed, "default") for seed in range(4)), (0, "descend"), (1, "descend"
         (1, "some-windows"), (3, "some-windows")]  # fmt: skip
 
 
-def assert_same(frame: pl.DataFrame, cfg) -> None:
+def assert_same(frame: pl.DataFrame, cfg) -> tuple:
+    """The two-pass decisions of a token selection equal the single frame's (keep, reason, repeat, summary)."""
     ref = decide(frame, cfg, None)
     plan, keep, reason, repeat = decide_two_pass(frame, cfg, None)
     assert plan.rows is None  # the two-pass form, not the single frame's per-row result
@@ -91,6 +92,7 @@ def assert_same(frame: pl.DataFrame, cfg) -> None:
     np.testing.assert_array_equal(repeat, ref.repeat)
     assert plan.summary == ref.summary
     assert plan.cluster_stats is None and ref.cluster_stats is None
+    return plan, keep, reason, repeat
 
 
 @pytest.mark.parametrize("sets", CASES, ids=[" ".join(s) for s in CASES])
@@ -190,7 +192,8 @@ def test_the_plan_survives_json():
     np.testing.assert_array_equal(again, keep)
 
 
-def test_dataman_level_stays_single_frame():
+def test_dataman_level_shares_the_two_pass_form():
+    """``dataman_level`` runs the same machinery (``test_dataman_twopass.py`` tests it in depth)."""
     frame = tie_frame(1).with_columns(pl.Series("quality_overall", np.arange(700) % 5 + 1, dtype=pl.Int8))
     cfg = load_config(
         None, ["prune.strategy=dataman_level", "prune.dataman_level=4", "prune.keep_fraction=0.3"],
@@ -198,7 +201,8 @@ def test_dataman_level_stays_single_frame():
     )  # fmt: skip
     plan, keep, _, repeat = decide_two_pass(frame, cfg, None)
     ref = decide(frame, cfg, None)
-    assert plan.rows is not None
+    assert plan.rows is None and plan.to_json()["single_frame"] is False
+    np.testing.assert_array_equal(keep, ref.keep)
     np.testing.assert_array_equal(repeat, ref.repeat)
 
 
