@@ -66,8 +66,13 @@ def read_row_groups(
     again. Errors as ``read_parquet``."""
     try:
         with run.fs.open(run._p(rel), "rb") as f:
-            pf = pq.ParquetFile(f, metadata=metadata)  # not read_table: its dataset layer costs ~1 ms per file
-            return pf.read(columns=columns) if groups is None else pf.read_row_groups(groups, columns=columns)
+            pf = pq.ParquetFile(f, metadata=metadata)
+            if groups is not None:
+                return pf.read_row_groups(groups, columns=columns)
+            if pf.metadata.num_row_groups <= 1:  # a small file: read_table's dataset layer costs ~1 ms per file
+                return pf.read(columns=columns)
+            # a large one: read_table streams the row groups (pf.read() peaked ~250 MiB higher on 154 MB of vectors)
+            return pq.read_table(f, columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise _unreadable(run, rel, e) from e
 

@@ -218,40 +218,43 @@ class AssignStage(ShardStage):
         for b in range(cc.n_buckets):  # a rerun under new centroids must not leave rows in other buckets
             self.run_dir.remove(f"buckets/{bucket_name(b)}/{shard.stem}.parquet")
         table = read_parquet(self.run_dir, f"embeddings/{shard.stem}.parquet")
+        ids = table.column(id_f)
         vecs = arrow_to_vectors(table.column("embedding"))
+        del table  # the vectors are a copy when the file has several row groups
         labels, dist = assign(vecs, self.centroids, backend=cc.backend, device=cc.device)
         n = len(labels)
-        ids = table.column(id_f)
         out = pa.table(
             [ids, pa.array(labels, pa.int32()), pa.array(dist, pa.float32())],
             names=[id_f, "cluster_id", "dist_to_centroid"],
         )
         with self.writer(f"assignments/{shard.stem}.parquet") as w:
             w.write(out)
-        buckets = labels % cc.n_buckets
-        order = np.lexsort((labels, buckets))  # by bucket, cluster, then position (a stable sort)
-        sorted_labels = labels[order]
-        value_type = BUCKET_VALUE_TYPES[self.cfg.dedup.bucket_dtype]
-        part = pa.table(
-            {
-                "stem": pa.array([shard.stem] * n, pa.string()),
-                "pos": pa.array(order.astype(np.int64)),
-                id_f: ids.take(pa.array(order)),
-                "cluster_id": pa.array(sorted_labels, pa.int32()),
-                "dist_to_centroid": pa.array(dist[order], pa.float32()),
-                "embedding": vectors_to_arrow(vecs[order], value_type),
-            }
-        )
-        del table, vecs
         stats.input += n
         stats.kept += n
         if n == 0:  # every row rejected or pre-filtered: no bucket file (dedup reads none for this shard)
             return
+        buckets = labels % cc.n_buckets
+        order = np.lexsort((labels, buckets))  # by bucket, cluster, then position (a stable sort)
+        sorted_labels = labels[order]
+        value_type = BUCKET_VALUE_TYPES[self.cfg.dedup.bucket_dtype]
         starts = np.flatnonzero(np.r_[True, np.diff(sorted_labels) != 0])  # each cluster's first row
         ends = np.r_[starts[1:], n]
         cluster_bucket = sorted_labels[starts] % cc.n_buckets
-        min_rows = self.group_rows(part.column("embedding").type)
+        min_rows = self.group_rows(pa.list_(value_type, vecs.shape[1]))
         for b in np.unique(cluster_bucket):
+            mine = cluster_bucket == b
+            b_lo, b_hi = int(starts[mine][0]), int(ends[mine][-1])  # a bucket's rows are contiguous in `order`
+            rows = order[b_lo:b_hi]  # one bucket's rows at a time: a shard's vectors are copied once per bucket
+            part = pa.table(
+                {
+                    "stem": pa.array([shard.stem] * len(rows), pa.string()),
+                    "pos": pa.array(rows.astype(np.int64)),
+                    id_f: ids.take(pa.array(rows)),
+                    "cluster_id": pa.array(sorted_labels[b_lo:b_hi], pa.int32()),
+                    "dist_to_centroid": pa.array(dist[rows], pa.float32()),
+                    "embedding": vectors_to_arrow(vecs[rows], value_type),
+                }
+            )
             with self.vector_writer(f"buckets/{bucket_name(int(b))}/{shard.stem}.parquet") as w:
-                for lo, hi in pack_clusters(starts[cluster_bucket == b], ends[cluster_bucket == b], min_rows):
-                    w.write(part.slice(lo, hi - lo))  # one write, one row group (or more if over io.row_group_size)
+                for lo, hi in pack_clusters(starts[mine], ends[mine], min_rows):
+                    w.write(part.slice(lo - b_lo, hi - lo))  # one write: one row group (more past row_group_size)
