@@ -158,7 +158,7 @@ _CODE_TOKENS = re.compile(
 #: syntax characters per non-space character from which a text may be code (prose stays under ~2%)
 CODE_SYNTAX_DENSITY = 0.06
 _WORD = re.compile(r"[a-z][a-z'+#]*")
-_PROTOTYPE_CACHE: dict[tuple[str, int], np.ndarray] = {}
+_PROTOTYPE_CACHE: dict[tuple[str, int, int], np.ndarray] = {}
 #: a document's similarity to a domain is the mean of its TOP_K best similarities with the domain's texts
 TOP_K = 3
 
@@ -177,6 +177,13 @@ def labelled_texts() -> tuple[list[str], np.ndarray]:
     k = len(DOMAIN_NAMES)
     labels = [*range(k), *range(k), *(i for i, n in enumerate(DOMAIN_NAMES) for _ in DOMAIN_EXAMPLES[n])]
     return descs + keywords + examples, np.array(labels, dtype=np.int64)
+
+
+def _torch_threads() -> int:
+    """torch's CPU thread count now (the embedder sets it in ``setup``)."""
+    import torch  # the embedder has loaded it by then
+
+    return int(torch.get_num_threads())
 
 
 def embed_prototypes(embedder) -> np.ndarray:
@@ -272,7 +279,14 @@ class DomainClassifier:
         if self.prototypes is not None or self.embedder is None:
             return
         self.embedder.setup()
-        key = (str(self.embedder.cfg.model), int(self.embedder.max_seq_length))
+        # every setting that changes the floats: the model and its embed settings, and the torch thread count (a
+        # matrix product sums in another order with another count: a process that embedded the prototypes under
+        # other settings must not hand them to this one)
+        key = (
+            self.embedder.cfg.model_dump_json(),
+            int(self.embedder.max_seq_length),
+            _torch_threads(),
+        )
         if key not in _PROTOTYPE_CACHE:
             _PROTOTYPE_CACHE[key] = embed_prototypes(self.embedder)
         self.prototypes = _PROTOTYPE_CACHE[key]

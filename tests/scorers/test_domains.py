@@ -103,6 +103,33 @@ def test_rater_uses_embeddings_and_caches_prototypes(embedder):
     assert other.prototypes is rater.classifier.prototypes  # embedded once per process and model
 
 
+def test_prototypes_are_not_reused_under_another_thread_count(monkeypatch):
+    """The process's prototype cache is keyed by the torch thread count too: a matrix product sums in another order
+    with another count, and a run (or a test before it) that embedded the prototypes with 1 thread once handed
+    them to a 2-thread run in the same process, whose domains then differed from a fresh process's."""
+    import torch
+
+    from winnow.embedding.embed import Embedder
+    from winnow.pipeline.config import EmbedSection
+    from winnow.scorers import domains
+
+    monkeypatch.setattr(domains, "_PROTOTYPE_CACHE", {})
+    before = torch.get_num_threads()
+    try:
+        got = {}
+        for threads in (1, 2, 1):
+            emb = Embedder(EmbedSection(device="cpu"), torch_threads=threads)
+            clf = DomainClassifier(emb)
+            clf.setup()
+            fresh = domains.embed_prototypes(emb)  # computed now, under this thread count
+            np.testing.assert_array_equal(clf.prototypes, fresh)
+            got.setdefault(threads, clf.prototypes)
+            assert clf.prototypes is got[threads]  # still cached per thread count
+        assert len(domains._PROTOTYPE_CACHE) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_keyword_fallback():
     assert keyword_domains(list(CLEAR.values())) == list(CLEAR)
     assert keyword_domains(["hello there, see you tomorrow", ""]) == ["Other", "Other"]
