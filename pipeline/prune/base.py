@@ -200,8 +200,6 @@ def cluster_table(frame: pl.DataFrame, centroids: np.ndarray, survivors: np.ndar
     return size, size_s, d_intra, d_int, comp
 
 
-
-
 def cluster_stats_frame(size, size_s, d_intra, d_int, comp, quota=None) -> pl.DataFrame:
     return pl.DataFrame(
         {

@@ -131,6 +131,11 @@ class Totals:
     not_dup: dict[float, int] = field(default_factory=dict)  # per ε of the sweep: documents that are no duplicate
     survivors: int = 0
 
+    @classmethod
+    def of_clusters(cls, k: int) -> Totals:
+        """Empty totals with per-cluster sums for ``k`` clusters."""
+        return cls(k=k, size=np.zeros(k, np.int64), size_s=np.zeros(k, np.int64), sum_s=np.zeros(k, np.float64))
+
     def add(self, sh: ShardScores, cfg: WinnowConfig, eligible: np.ndarray | None = None) -> None:
         """Add a shard; ``eligible``: only these rows can survive (``dbp_quality``'s pool)."""
         self.n += sh.n
@@ -228,11 +233,7 @@ def reasons(n: int) -> np.ndarray:
 
 def plan_decisions(src: Source, cfg: WinnowConfig, centroids: np.ndarray | None) -> Plan:
     """The global step: pass 0, the strategy's plan, then a counting pass for the summary (``prune.json``)."""
-    totals = Totals()
-    if src.clusters:
-        totals.k = centroids.shape[0] if centroids is not None else 0
-        totals.size, totals.size_s, totals.sum_s = np.zeros(totals.k, np.int64), np.zeros(totals.k, np.int64), None
-        totals.sum_s = np.zeros(totals.k, np.float64)
+    totals = Totals.of_clusters(centroids.shape[0] if centroids is not None else 0) if src.clusters else Totals()
     for sh in src:
         if sh.labels is not None and len(sh.labels) and int(sh.labels.max()) >= totals.k:
             raise CurationError(f"assignments/{sh.stem}.parquet: cluster id above k={totals.k}: rerun `winnow assign`")

@@ -33,6 +33,7 @@ from datatrove.utils.text import simplify_text
 from datatrove.utils.typeshelper import Languages
 from datatrove.utils.word_tokenizers import load_word_tokenizer
 
+from tests.pipeline.test_living_corpus import write_jsonl
 from winnow.pipeline.config import load_config
 from winnow.pipeline.runner import run_pipeline
 from winnow.pipeline.stages import STAGES
@@ -127,14 +128,6 @@ def junk(rng: random.Random) -> dict[str, str]:
 
 
 # -- corpora and runs ---------------------------------------------------------------------------------------------
-
-
-def write_jsonl(path: Path, rows: list[dict], broken_at: int | None = None) -> None:
-    lines = [json.dumps(r) for r in rows]
-    if broken_at is not None:
-        lines.insert(broken_at, '{"id": "broken", "text": ')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def vector(doc_id: str) -> list[float]:

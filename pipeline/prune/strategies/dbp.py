@@ -82,7 +82,6 @@ def _plan(inp: PlanInput) -> Plan:
 
 def _apply_over(plan: Plan, cfg, sh: ShardScores, eligible: np.ndarray):
     dup = sh.dup(cfg.dedup.eps)
-    keep = np.zeros(sh.n, dtype=bool)
     if "extra" in plan.cuts:
         keep = ~dup & eligible
         idx = np.flatnonzero(dup & eligible)
@@ -100,12 +99,8 @@ def _apply(plan: Plan, cfg, sh: ShardScores):
     return _apply_over(plan, cfg, sh, np.ones(sh.n, dtype=bool))
 
 
-def _shard_quality(sh: ShardScores) -> np.ndarray:
-    return sh.quality_columns(["quality_score"])["quality_score"].cast(pl.Float64).fill_null(-np.inf).to_numpy()
-
-
 def _pool_keys(sh: ShardScores) -> np.ndarray:
-    return sh.keys(_shard_quality(sh), largest=True)
+    return sh.keys(_quality_score(sh.quality_columns(["quality_score"])), largest=True)
 
 
 def _in_pool(plan: Plan, sh: ShardScores) -> np.ndarray:
@@ -118,9 +113,7 @@ def _plan_quality(inp: PlanInput) -> Plan:
     size = pool_size(inp.cfg.prune.quality_pool, inp.totals.n, inp.target)
     plan.cuts["pool"] = inp.top(lambda sh: (np.zeros(sh.n, np.int64), _pool_keys(sh)), size)
     inp.summary["quality_pool"] = size
-    totals = Totals(k=inp.totals.k)
-    totals.size, totals.size_s = np.zeros(totals.k, np.int64), np.zeros(totals.k, np.int64)
-    totals.sum_s = np.zeros(totals.k, np.float64)
+    totals = Totals.of_clusters(inp.totals.k)
     for sh in inp.src:
         totals.add(sh, inp.cfg, _in_pool(plan, sh))
     return _plan_over(inp, totals, lambda sh: _in_pool(plan, sh), plan)
@@ -143,7 +136,7 @@ def dbp(ctx: PruneContext) -> Decision:
 def dbp_quality(ctx: PruneContext) -> Decision:
     """DBP over the best ``prune.quality_pool`` of the documents by quality_score (the DBP paper's recipe)."""
     pool = np.zeros(ctx.n, dtype=bool)
-    pool[take_top(_quality_score(ctx), ctx.idx, pool_size(ctx.cfg.prune.quality_pool, ctx.n, ctx.target), True,
+    pool[take_top(_quality_score(ctx.frame), ctx.idx, pool_size(ctx.cfg.prune.quality_pool, ctx.n, ctx.target), True,
                   ctx.tie)] = True  # fmt: skip
     ctx.summary["quality_pool"] = int(pool.sum())
     return _dbp(ctx, pool)
@@ -154,8 +147,9 @@ def pool_size(share: float, n: int, target: int) -> int:
     return max(int(np.floor(share * n + 0.5)), target)
 
 
-def _quality_score(ctx: PruneContext) -> np.ndarray:
-    return ctx.frame["quality_score"].cast(pl.Float64).fill_null(-np.inf).to_numpy()
+def _quality_score(frame: pl.DataFrame) -> np.ndarray:
+    """The pool's ranking: ``quality_score`` (null: -inf), of the whole frame or of one shard's quality columns."""
+    return frame["quality_score"].cast(pl.Float64).fill_null(-np.inf).to_numpy()
 
 
 def _dbp(ctx: PruneContext, pool: np.ndarray | None) -> Decision:
